@@ -1,0 +1,7 @@
+"""`python -m s3drain`: the same entry point as the `s3drain` console script."""
+
+import sys
+
+from s3drain.cli import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""The botocore S3 client every stage shares, and the counter of the requests it sends.
+
+botocore's own retries are switched off: `retry.py` decides every retry, so the two layers never
+multiply (6 x 5 attempts on a bad night).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import TYPE_CHECKING, Any, cast
+
+import botocore.session
+from botocore.client import BaseClient
+from botocore.config import Config
+from botocore.exceptions import ProfileNotFound
+
+from s3drain import __version__
+from s3drain.config import S3Settings
+from s3drain.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+else:
+    S3Client = BaseClient  # the typed view exists for mypy only; at run time it is botocore's
+
+
+__all__ = ["RequestCounter", "S3Client", "make_client"]
+
+
+class RequestCounter:
+    """HTTP requests sent, by S3 operation, retries included (the figure the benchmark quotes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def on_send(self, event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        with self._lock:
+            self._counts[operation] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+
+def make_client(settings: S3Settings, counter: RequestCounter | None = None) -> S3Client:
+    try:
+        session = botocore.session.Session(profile=settings.profile)
+        # Touch the profile now so a typo is a config error, not a surprise at the first request.
+        session.get_scoped_config()
+    except ProfileNotFound:
+        raise ConfigError(
+            f"AWS profile {settings.profile!r} is not in ~/.aws/config or ~/.aws/credentials",
+            hint="check --profile / AWS_PROFILE",
+        ) from None
+    config = Config(
+        region_name=settings.region,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_pool_connections=settings.max_pool_connections,
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        s3={"addressing_style": settings.addressing_style},
+        # botocore then validates a full-object CRC32/SHA on every GET that carries one.
+        response_checksum_validation="when_supported",
+        request_checksum_calculation="when_supported",
+        tcp_keepalive=True,
+        user_agent_extra=f"s3drain/{__version__}",
+    )
+    client = session.create_client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        aws_session_token=settings.session_token,
+        verify=settings.ca_bundle,
+        config=config,
+    )
+    if counter is not None:
+        client.meta.events.register("before-send.s3", counter.on_send)
+    return cast("S3Client", client)

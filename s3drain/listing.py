@@ -1,0 +1,105 @@
+"""Pages of the prefix as small frozen records. Decides nothing.
+
+ListObjectsV2, 1000 keys a page, following the continuation token to the end. In a versioned
+bucket too: the current versions are the objects, and listing versions would page through every
+delete marker earlier drains left. A background thread fetches the next page while the workers
+drain this one; the queue holds at most `depth` pages, so memory stays flat however many keys
+the prefix holds.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from s3drain.client import S3Client
+from s3drain.records import ObjectRecord
+from s3drain.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
+
+PAGE_SIZE = 1000
+
+
+def _record(entry: Mapping[str, Any], version_id: str | None = None) -> ObjectRecord:
+    return ObjectRecord(
+        key=entry["Key"],
+        size=int(entry.get("Size", 0)),
+        etag=str(entry.get("ETag", "")).strip('"'),
+        last_modified=entry["LastModified"],
+        version_id=version_id,
+        storage_class=entry.get("StorageClass"),
+    )
+
+
+def list_pages(
+    client: S3Client,
+    bucket: str,
+    prefix: str,
+    retry: RetryPolicy,
+    *,
+    page_size: int = PAGE_SIZE,
+) -> Iterator[list[ObjectRecord]]:
+    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+
+    def fetch() -> ListObjectsV2OutputTypeDef:
+        return client.list_objects_v2(**params)
+
+    while True:
+        page = retry.run(f"ListObjectsV2 s3://{bucket}/{prefix}", fetch)
+        yield [_record(entry) for entry in page.get("Contents", [])]
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
+        params["ContinuationToken"] = token
+
+
+_END = object()
+
+
+def prefetch(
+    pages: Iterator[list[ObjectRecord]], stop: threading.Event, depth: int = 2
+) -> Iterator[list[ObjectRecord]]:
+    """Run `pages` in a background thread, `depth` pages ahead. Errors re-raise in the caller."""
+    slots: queue.Queue[object] = queue.Queue(maxsize=depth)
+    done = threading.Event()
+
+    def put(item: object) -> bool:
+        while not done.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if stop.is_set() or not put(page):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="s3drain-lister", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = slots.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():
+                    return
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        done.set()
+        thread.join(timeout=5)

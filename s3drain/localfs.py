@@ -1,0 +1,133 @@
+"""Every write s3drain makes to the local disk goes through `LocalFS`.
+
+It is the seam the tests use to inject a full disk or a failing link (a subclass that raises), and
+the one place that knows how a file becomes durable: data fsynced before the file gets its real
+name, the name linked in without ever replacing another file, the folder fsynced after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+
+_HAS_XATTR = hasattr(os, "setxattr")
+_HAS_FALLOCATE = hasattr(os, "posix_fallocate")
+# errno values that mean "this disk cannot take more": the run stops instead of failing every
+# object that follows.
+STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+class LocalFS:
+    def __init__(self) -> None:
+        self._known_dirs: set[str] = set()
+
+    def makedirs(self, path: str) -> None:
+        """Create missing folders; fsync the parent of each one created, so the folder a file is
+        linked into survives a crash too. Raises NotADirectoryError/FileExistsError when a file
+        is in the way."""
+        if path in self._known_dirs:
+            return
+        missing: list[str] = []
+        current = path
+        while not os.path.isdir(current):
+            # Re-check isdir: another worker may have just made this very folder.
+            if os.path.lexists(current) and not os.path.isdir(current):
+                raise NotADirectoryError(errno.ENOTDIR, "a file is in the way", current)
+            missing.append(current)
+            current = os.path.dirname(current)
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                if not os.path.isdir(folder):
+                    raise
+            self.fsync_dir(os.path.dirname(folder))
+        if len(self._known_dirs) > 50_000:
+            self._known_dirs.clear()  # bounded memory on prefixes with many folders
+        self._known_dirs.add(path)
+
+    def create_temp(self, path: str) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        return os.open(path, flags, 0o666)
+
+    def write(self, fd: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        return os.pread(fd, size, offset)
+
+    def truncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    def allocate(self, fd: int, size: int) -> None:
+        """Reserve the blocks up front: a full disk shows before a byte is downloaded."""
+        if size <= 0:
+            return
+        if _HAS_FALLOCATE:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                os.ftruncate(fd, size)
+        else:
+            os.ftruncate(fd, size)
+
+    def tag(self, fd: int, name: str, value: str) -> None:
+        """Record which object version the file holds, where the file system allows it."""
+        if not _HAS_XATTR:
+            return
+        try:
+            os.setxattr(fd, name, value.encode("ascii", "replace"))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
+                raise
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def link_into_place(self, temp: str, target: str) -> None:
+        """Give the finished file its real name atomically and never over another file: a hard
+        link fails with FileExistsError where rename would silently replace."""
+        try:
+            os.link(temp, target, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+            # No hard links here (some FUSE and SMB mounts): check, then rename.
+            if os.path.lexists(target):
+                raise FileExistsError(errno.EEXIST, "file exists", target) from exc
+            os.rename(temp, target)
+            return
+        os.unlink(temp)
+
+    def fsync_dir(self, path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in STORAGE_FULL_ERRNOS

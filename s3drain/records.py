@@ -1,0 +1,67 @@
+"""The small frozen records that flow through a run: what the listing saw, what became of it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """One object as listed. Size and ETag come from the listing: no HEAD per key."""
+
+    key: str
+    size: int
+    etag: str  # without the quotes S3 puts around it
+    last_modified: datetime
+    version_id: str | None = None  # the version a GET returned, in a versioned bucket
+    storage_class: str | None = None
+
+    @property
+    def quoted_etag(self) -> str:
+        return f'"{self.etag}"'
+
+    @property
+    def etag_is_md5(self) -> bool:
+        """A single-part upload's ETag is the MD5 of the bytes (unless SSE-KMS or SSE-C, which
+        only the GET response tells); a multipart ETag is `<hex>-<parts>`."""
+        return _MD5_ETAG.match(self.etag) is not None
+
+    @property
+    def is_multipart(self) -> bool:
+        return "-" in self.etag
+
+
+class Status(StrEnum):
+    """What happened to one object. The first three delete it from S3; the rest leave it."""
+
+    DOWNLOADED = "downloaded"  # fetched, verified, made durable (then deleted)
+    PROCESSED = "processed"  # already in the processed folder: deleted without download
+    PRESENT = "present"  # already at its destination (an earlier run stopped before deleting)
+    CONFLICT = "conflict"  # a different local file sits where it would go
+    REFUSED = "refused"  # the key cannot become a safe local path
+    CHANGED = "changed"  # overwritten or removed in S3 during the run
+    FAILED = "failed"  # a step failed after its retries; the next run tries again
+    SKIPPED = "skipped"  # a folder marker: nothing to download, nothing to delete
+
+    @property
+    def leaves_object(self) -> bool:
+        return self in _LEFT_IN_S3
+
+
+_LEFT_IN_S3 = frozenset({Status.CONFLICT, Status.REFUSED, Status.CHANGED, Status.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    record: ObjectRecord
+    status: Status
+    detail: str = ""  # the reason or the error, one line
+    local_path: str | None = None
+    deleted: bool = False  # True only when S3 confirmed the delete
+    verified: str | None = None  # how the local copy was checked: md5, md5+crc32, size, etag
+    bytes_downloaded: int = 0

@@ -1,0 +1,722 @@
+"""The drain pipeline end to end in one process (moto's mock_aws): what lands on disk, what is
+left in S3, what the audit log says, and the exit code, for the happy path and the failure paths.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+
+from s3drain.client import S3Client
+from s3drain.errors import ConfigError, DeleteGuardError, ExitCode, LockHeldError
+from s3drain.localfs import LocalFS
+from s3drain.lock import run_lock
+from s3drain.paths import XATTR_ETAG
+from tests.support.drainkit import (
+    BUCKET,
+    PREFIX,
+    Call,
+    audit_lines,
+    bucket_keys,
+    drain,
+    drain_settings,
+    error_response,
+    header,
+    inject,
+    local_tree,
+    md5,
+    mock_aws,
+    new_client,
+    ok_response,
+    put_objects,
+)
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def s3mem() -> Iterator[S3Client]:
+    with mock_aws():
+        yield new_client()
+
+
+def test_drains_more_than_one_page_of_nested_keys(tmp_path: Path, s3mem: S3Client) -> None:
+    objects = {
+        f"{PREFIX}day{i % 7}/part-{i:05d}.csv": f"row {i}\n".encode() * (i % 5 + 1)
+        for i in range(1234)
+    }
+    put_objects(s3mem, objects)
+    put_objects(s3mem, {"exports/2023/other.csv": b"not under the prefix"})
+    settings = drain_settings(tmp_path, delete_flush_seconds=600)
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK, run.err
+    assert run.count("downloaded") == 1234
+    assert bucket_keys(s3mem) == {"exports/2023/other.csv"}
+    tree = local_tree(settings.raw_dir)
+    assert tree == {key[len(PREFIX) :]: body for key, body in objects.items()}
+    lines = audit_lines(settings)
+    assert len(lines) == 1234
+    assert all(line["deleted"] and line["status"] == "downloaded" for line in lines)
+    assert {line["key"] for line in lines} == set(objects)
+    assert all(line["verified"].startswith("md5") for line in lines)
+    requests = run.result.info.requests
+    assert requests["ListObjectsV2"] == 2
+    assert requests["GetObject"] == 1234
+    # one full batch of 1000, then the rest when the run ends (the timer is out of reach)
+    assert requests["DeleteObjects"] == 2
+    assert "downloaded" in run.summary and "result: ok" in run.summary
+
+
+def test_prefix_without_slash_keeps_the_distinguishing_part(
+    tmp_path: Path, s3mem: S3Client
+) -> None:
+    put_objects(s3mem, {"exports/2024/a.csv": b"a", "exports/2024-old/a.csv": b"old"})
+    settings = drain_settings(tmp_path, prefix="exports/2024")
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    assert local_tree(settings.raw_dir) == {"2024/a.csv": b"a", "2024-old/a.csv": b"old"}
+
+
+def test_processed_and_present_are_deleted_without_download(
+    tmp_path: Path, s3mem: S3Client
+) -> None:
+    put_objects(
+        s3mem,
+        {f"{PREFIX}done.csv": b"12345", f"{PREFIX}half.csv": b"abc", f"{PREFIX}new.csv": b"n"},
+    )
+    settings = drain_settings(tmp_path)
+    (settings.processed_dir).mkdir(parents=True)
+    (settings.processed_dir / "done.csv").write_bytes(b"12345")
+    settings.raw_dir.mkdir(parents=True)
+    (settings.raw_dir / "half.csv").write_bytes(b"abc")
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    assert (run.count("processed"), run.count("present"), run.count("downloaded")) == (1, 1, 1)
+    assert run.result.info.requests["GetObject"] == 1  # only new.csv was fetched
+    assert bucket_keys(s3mem) == set()
+    assert not (settings.raw_dir / "done.csv").exists()
+    by_key = {line["key"]: line for line in audit_lines(settings)}
+    assert by_key[f"{PREFIX}done.csv"]["local_path"] == str(settings.processed_dir / "done.csv")
+    assert by_key[f"{PREFIX}half.csv"]["status"] == "present"
+
+
+def test_conflict_leaves_object_and_local_file_alone(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"from s3", f"{PREFIX}b.csv": b"fine"})
+    settings = drain_settings(tmp_path)
+    settings.raw_dir.mkdir(parents=True)
+    (settings.raw_dir / "a.csv").write_bytes(b"a local edit of another size")
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.PARTIAL
+    assert run.count("conflict") == 1
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+    assert (settings.raw_dir / "a.csv").read_bytes() == b"a local edit of another size"
+    assert "conflict: exports/2024/a.csv" in run.err
+    assert "1 object left in S3" in run.summary
+
+
+def test_checksum_mode_catches_same_size_different_bytes(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"AAAA", f"{PREFIX}p.csv": b"PPPP"})
+    settings = drain_settings(tmp_path, match="checksum")
+    settings.raw_dir.mkdir(parents=True)
+    (settings.raw_dir / "a.csv").write_bytes(b"BBBB")  # same size, other bytes
+    settings.processed_dir.mkdir(parents=True)
+    (settings.processed_dir / "p.csv").write_bytes(b"QQQQ")
+
+    run = drain(settings, s3mem)
+
+    assert run.count("conflict") == 1  # a.csv: size matches, MD5 does not
+    assert run.count("downloaded") == 1  # p.csv: the processed copy is not this object
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+    assert (settings.raw_dir / "p.csv").read_bytes() == b"PPPP"
+
+
+def test_size_match_is_overruled_by_recorded_etag(tmp_path: Path, s3mem: S3Client) -> None:
+    """A file s3drain downloaded earlier vouches only for the version it downloaded."""
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"new!"})
+    settings = drain_settings(tmp_path)
+    settings.raw_dir.mkdir(parents=True)
+    old = settings.raw_dir / "a.csv"
+    old.write_bytes(b"old!")
+    try:
+        os.setxattr(old, XATTR_ETAG, md5(b"old!").encode())
+    except OSError:
+        pytest.skip("no user xattrs on this file system")
+
+    run = drain(settings, s3mem)
+
+    assert run.count("conflict") == 1
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+
+
+HOSTILE = {
+    f"{PREFIX}../escape": b"1",
+    f"{PREFIX}a/../../b": b"2",
+    f"{PREFIX}/abs": b"3",
+    f"{PREFIX}a//b": b"4",
+    f"{PREFIX}tab\there": b"5",
+    f"{PREFIX}{'x' * 300}": b"6",
+    f"{PREFIX}.s3drain-0123.part": b"7",
+    f"{PREFIX}marker-with-bytes/": b"8",
+}
+
+
+def test_hostile_keys_are_refused_and_the_rest_drains(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {**HOSTILE, f"{PREFIX}ok.csv": b"ok", f"{PREFIX}folder/": b""})
+    settings = drain_settings(tmp_path)
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.PARTIAL
+    assert run.count("refused") == len(HOSTILE)
+    assert run.count("skipped") == 1  # the zero-byte folder marker
+    assert bucket_keys(s3mem) == set(HOSTILE) | {f"{PREFIX}folder/"}
+    assert local_tree(settings.raw_dir) == {"ok.csv": b"ok"}
+    outside = {p.name for p in tmp_path.iterdir()}
+    assert outside == {"raw", "processed", ".s3drain"}
+    refused = [line for line in audit_lines(settings) if line["status"] == "refused"]
+    assert all(line["detail"] and not line["deleted"] for line in refused)
+
+
+def test_file_beside_folder_of_same_name(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a": b"file a", f"{PREFIX}a/b": b"file a/b"})
+    settings = drain_settings(tmp_path, workers=1)
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.PARTIAL
+    assert run.count("downloaded") == 1 and run.count("refused") == 1
+    assert len(bucket_keys(s3mem)) == 1
+    kept = next(iter(bucket_keys(s3mem)))
+    placed = local_tree(settings.raw_dir)
+    assert kept[len(PREFIX) :] not in placed and len(placed) == 1
+
+
+def test_large_object_in_parallel_ranges_is_byte_exact(tmp_path: Path, s3mem: S3Client) -> None:
+    body = os.urandom(5 * MiB + 12345)
+    put_objects(s3mem, {f"{PREFIX}big.bin": body, f"{PREFIX}small.bin": b"s"})
+    settings = drain_settings(tmp_path, multipart_threshold=2 * MiB, part_size=MiB)
+    ranges: list[str] = []
+
+    def spy(operation: str, request: Call) -> None:
+        if operation == "GetObject" and header(request, "Range"):
+            ranges.append(header(request, "Range"))
+            assert header(request, "If-Match") == f'"{md5(body)}"'
+
+    inject(s3mem, spy)
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK, run.err
+    assert (settings.raw_dir / "big.bin").read_bytes() == body
+    assert len(ranges) == 6
+    big = next(line for line in audit_lines(settings) if line["key"].endswith("big.bin"))
+    assert big["verified"] == "md5" and big["deleted"]
+
+
+def test_failed_part_discards_temp_file_and_keeps_object(tmp_path: Path, s3mem: S3Client) -> None:
+    body = os.urandom(3 * MiB)
+    put_objects(s3mem, {f"{PREFIX}big.bin": body})
+    settings = drain_settings(tmp_path, multipart_threshold=2 * MiB, part_size=MiB)
+
+    def deny_second_part(operation: str, request: Call) -> Any:
+        if operation == "GetObject" and header(request, "Range").startswith(f"bytes={MiB}-"):
+            return error_response(403, "AccessDenied")
+        return None
+
+    inject(s3mem, deny_second_part)
+    run = drain(settings, s3mem)
+
+    assert run.count("failed") == 1
+    assert bucket_keys(s3mem) == {f"{PREFIX}big.bin"}
+    assert local_tree(settings.raw_dir) == {}  # no temp file, no partial file
+
+
+def test_412_on_a_part_means_changed(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}big.bin": os.urandom(3 * MiB)})
+    settings = drain_settings(tmp_path, multipart_threshold=2 * MiB, part_size=MiB)
+    calls = {"n": 0}
+
+    def overwrite_midway(operation: str, request: Call) -> None:
+        if operation == "GetObject":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                put_objects(s3mem, {f"{PREFIX}big.bin": b"rewritten"})
+
+    inject(s3mem, overwrite_midway)
+    run = drain(replace(settings, workers=1), s3mem)
+
+    assert run.count("changed") == 1
+    assert s3mem.get_object(Bucket=BUCKET, Key=f"{PREFIX}big.bin")["Body"].read() == b"rewritten"
+    assert local_tree(settings.raw_dir) == {}
+
+
+def test_overwritten_between_list_and_get_stays(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"v1"})
+    settings = drain_settings(tmp_path)
+    done = threading.Event()
+
+    def overwrite_before_get(operation: str, request: Call) -> None:
+        if operation == "GetObject" and not done.is_set():
+            done.set()
+            put_objects(s3mem, {f"{PREFIX}a.csv": b"version two"})
+
+    inject(s3mem, overwrite_before_get)
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.PARTIAL and run.count("changed") == 1
+    assert s3mem.get_object(Bucket=BUCKET, Key=f"{PREFIX}a.csv")["Body"].read() == b"version two"
+    assert local_tree(settings.raw_dir) == {}
+
+
+def test_overwritten_between_download_and_delete_single_mode(
+    tmp_path: Path, s3mem: S3Client
+) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"v1", f"{PREFIX}b.csv": b"b"})
+    settings = drain_settings(tmp_path, delete_mode="single")
+
+    def overwrite_before_delete(operation: str, request: Call) -> None:
+        if operation == "DeleteObject" and request.url.endswith("/a.csv"):
+            put_objects(s3mem, {f"{PREFIX}a.csv": b"v2 is longer"})
+
+    inject(s3mem, overwrite_before_delete)
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.PARTIAL
+    assert run.count("changed") == 1 and run.count("downloaded") == 1
+    assert s3mem.get_object(Bucket=BUCKET, Key=f"{PREFIX}a.csv")["Body"].read() == b"v2 is longer"
+    assert (settings.raw_dir / "a.csv").read_bytes() == b"v1"
+    line = next(entry for entry in audit_lines(settings) if entry["key"].endswith("a.csv"))
+    assert line["status"] == "changed" and not line["deleted"]
+    # The next run must not take the old local copy for the new object.
+    rerun = drain(settings, s3mem)
+    assert rerun.count("conflict") == 1
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+
+
+def test_batch_delete_names_each_object_by_etag(tmp_path: Path, s3mem: S3Client) -> None:
+    objects = {f"{PREFIX}{i}.csv": f"body {i}".encode() for i in range(30)}
+    put_objects(s3mem, objects)
+    settings = drain_settings(tmp_path)
+    sent: list[dict[str, Any]] = []
+    s3mem.meta.events.register(
+        "before-call.s3.DeleteObjects", lambda params, **_: sent.append(params)
+    )
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    identifiers = [ident for params in sent for ident in _delete_body(params)]
+    assert {i["Key"]: i["ETag"] for i in identifiers} == {
+        k: f'"{md5(v)}"' for k, v in objects.items()
+    }
+
+
+def _delete_body(params: dict[str, Any]) -> list[dict[str, str]]:
+    body = params["body"]
+    root = ET.fromstring(body if isinstance(body, bytes) else body.encode())
+    ns = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
+    return [
+        {
+            "Key": obj.findtext("s3:Key", namespaces=ns) or "",
+            "ETag": obj.findtext("s3:ETag", namespaces=ns) or "",
+        }
+        for obj in root.findall("s3:Object", ns)
+    ]
+
+
+def test_per_key_delete_errors_are_reported_not_deleted(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a", f"{PREFIX}b.csv": b"b", f"{PREFIX}c.csv": b"c"})
+    settings = drain_settings(tmp_path)
+    result = {
+        "Deleted": [{"Key": f"{PREFIX}c.csv"}],
+        "Errors": [
+            {"Key": f"{PREFIX}a.csv", "Code": "PreconditionFailed", "Message": "m"},
+            {"Key": f"{PREFIX}b.csv", "Code": "AccessDenied", "Message": "m"},
+        ],
+    }
+
+    def answer(operation: str, call: Call) -> Any:
+        return ok_response(result) if operation == "DeleteObjects" else None
+
+    inject(s3mem, answer)
+    run = drain(replace(settings, delete_flush_seconds=5.0), s3mem)
+
+    by_key = {line["key"]: line for line in audit_lines(settings)}
+    assert by_key[f"{PREFIX}c.csv"]["deleted"] is True
+    assert (
+        by_key[f"{PREFIX}a.csv"]["status"] == "changed" and not by_key[f"{PREFIX}a.csv"]["deleted"]
+    )
+    assert (
+        by_key[f"{PREFIX}b.csv"]["status"] == "failed"
+        and "AccessDenied" in by_key[f"{PREFIX}b.csv"]["detail"]
+    )
+    assert run.code == ExitCode.PARTIAL
+    assert run.result.totals.deleted == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        lambda: error_response(503, "SlowDown"),
+        lambda: error_response(500, "InternalError"),
+        lambda: error_response(502, "BadGateway"),
+        lambda: error_response(504, "GatewayTimeout"),
+        lambda: ConnectionClosedError(endpoint_url="http://x"),
+        lambda: ReadTimeoutError(endpoint_url="http://x"),
+    ],
+)
+def test_transient_errors_are_retried_until_success(
+    tmp_path: Path, s3mem: S3Client, fault: Any
+) -> None:
+    put_objects(s3mem, {f"{PREFIX}{i}.csv": b"x" * i for i in range(1, 6)})
+    settings = drain_settings(tmp_path)
+    failures = {"ListObjectsV2": 1, "GetObject": 3, "DeleteObjects": 1}
+
+    def flaky(operation: str, request: Call) -> Any:
+        if failures.get(operation, 0) > 0:
+            failures[operation] -= 1
+            return fault()
+        return None
+
+    inject(s3mem, flaky)
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK, run.err
+    assert bucket_keys(s3mem) == set()
+    assert run.result.totals.retries == 5
+    assert len(local_tree(settings.raw_dir)) == 5
+
+
+def test_permanent_get_error_leaves_that_object(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a", f"{PREFIX}secret.csv": b"s"})
+    settings = drain_settings(tmp_path, workers=1)
+    injector = inject(
+        s3mem,
+        lambda op, req: (
+            error_response(403, "AccessDenied")
+            if op == "GetObject" and req.url.endswith("secret.csv")
+            else None
+        ),
+    )
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.PARTIAL
+    assert bucket_keys(s3mem) == {f"{PREFIX}secret.csv"}
+    assert injector.seen["GetObject"] == 2  # 403 is final: not retried
+    failed = next(line for line in audit_lines(settings) if line["status"] == "failed")
+    assert "403 AccessDenied" in failed["detail"]
+
+
+def test_access_denied_on_every_get_stops_the_run(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}{i}.csv": b"x" for i in range(50)})
+    settings = drain_settings(tmp_path, workers=2)
+    injector = inject(
+        s3mem, lambda op, req: error_response(403, "AccessDenied") if op == "GetObject" else None
+    )
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.USAGE
+    assert "s3:GetObject" in (run.result.info.error or "")
+    assert len(bucket_keys(s3mem)) == 50
+    assert injector.seen["GetObject"] < 50  # it stopped instead of trying them all
+
+
+def test_delete_denied_stops_the_run_and_keeps_objects(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}{i}.csv": b"x" for i in range(5)})
+    settings = drain_settings(tmp_path)
+    inject(
+        s3mem,
+        lambda op, req: error_response(403, "AccessDenied") if op == "DeleteObjects" else None,
+    )
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.USAGE
+    assert "--no-delete" in (run.result.info.error or "")
+    assert len(bucket_keys(s3mem)) == 5
+    assert not any(line["deleted"] for line in audit_lines(settings))
+    rerun = drain(settings, s3mem)  # the copies are present: the next run only tries to delete
+    assert rerun.code == ExitCode.USAGE and rerun.count("failed") == 5
+    assert rerun.result.info.requests.get("GetObject", 0) == 0
+    assert all("delete failed" in line["detail"] for line in audit_lines(settings)[5:])
+
+
+def test_server_without_conditional_delete_names_the_option(
+    tmp_path: Path, s3mem: S3Client
+) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a"})
+    settings = drain_settings(tmp_path, delete_mode="single")
+    inject(
+        s3mem,
+        lambda op, req: (
+            error_response(501, "NotImplemented")
+            if op == "DeleteObject" and header(req, "If-Match")
+            else None
+        ),
+    )
+
+    run = drain(settings, s3mem)
+    assert run.code == ExitCode.USAGE
+    assert "--no-conditional-delete" in (run.result.info.error or "")
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+
+    run = drain(replace(settings, conditional_delete=False), s3mem)
+    assert run.code == ExitCode.OK
+    assert "warning: --no-conditional-delete" in run.err
+    assert bucket_keys(s3mem) == set()
+
+
+class FullDisk(LocalFS):
+    """A disk that fills up after `room` bytes have been written."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.lock = threading.Lock()
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        with self.lock:
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= len(data)
+        super().pwrite(fd, data, offset)
+
+
+def test_full_disk_stops_the_run_and_removes_temp_files(tmp_path: Path, s3mem: S3Client) -> None:
+    objects = {f"{PREFIX}{i:03d}.csv": os.urandom(1000) for i in range(40)}
+    put_objects(s3mem, objects)
+    settings = drain_settings(tmp_path, workers=2)
+
+    run = drain(settings, s3mem, fs=FullDisk(room=10_500))
+
+    assert run.code == ExitCode.ABORTED
+    assert "disk is full" in (run.result.info.error or "")
+    placed = local_tree(settings.raw_dir)
+    assert not [name for name in placed if ".s3drain-" in name]
+    assert all(placed[name] == objects[PREFIX + name] for name in placed)
+    assert bucket_keys(s3mem) == {key for key in objects if key[len(PREFIX) :] not in placed}
+    assert 1 <= len(placed) <= 10
+
+
+class BrokenLink(LocalFS):
+    def link_into_place(self, temp: str, target: str) -> None:
+        raise OSError(errno.EIO, "Input/output error", target)
+
+
+def test_failing_link_leaves_object_and_no_temp(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a"})
+    settings = drain_settings(tmp_path)
+
+    run = drain(settings, s3mem, fs=BrokenLink())
+
+    assert run.count("failed") == 1 and run.code == ExitCode.PARTIAL
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+    assert local_tree(settings.raw_dir) == {}
+
+
+def test_stale_temp_files_are_swept(tmp_path: Path, s3mem: S3Client) -> None:
+    settings = drain_settings(tmp_path)
+    stale = settings.raw_dir / "deep" / ".s3drain-deadbeefdeadbeefdead.part"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    keep = settings.raw_dir / "deep" / "real.csv"
+    keep.write_bytes(b"real")
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    assert not stale.exists() and keep.exists()
+    assert "removed 1 temporary file" in run.err
+
+
+def test_journal_of_a_killed_run_is_reconciled(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}still-here.csv": b"x"})
+    settings = drain_settings(tmp_path, no_delete=True)
+    settings.state_dir.mkdir(parents=True)
+    entries = [
+        {
+            "key": f"{PREFIX}gone.csv",
+            "size": 3,
+            "etag": md5(b"abc"),
+            "version_id": None,
+            "last_modified": "2026-01-01T00:00:00+00:00",
+            "status": "downloaded",
+            "local_path": str(settings.raw_dir / "gone.csv"),
+            "verified": "md5",
+            "bytes": 3,
+        },
+        {
+            "key": f"{PREFIX}still-here.csv",
+            "size": 1,
+            "etag": md5(b"x"),
+            "version_id": None,
+            "last_modified": "2026-01-01T00:00:00+00:00",
+            "status": "downloaded",
+            "local_path": str(settings.raw_dir / "still-here.csv"),
+            "verified": "md5",
+            "bytes": 1,
+        },
+    ]
+    journal = settings.state_dir / "deletes-in-flight.jsonl"
+    journal.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+    run = drain(settings, s3mem)
+
+    lines = audit_lines(settings)
+    recovered = [
+        line for line in lines if line["detail"] == "delete confirmed after an interrupted run"
+    ]
+    assert [line["key"] for line in recovered] == [f"{PREFIX}gone.csv"]
+    assert recovered[0]["deleted"] is True
+    assert journal.read_text() == ""
+    assert run.code == ExitCode.OK
+
+
+def test_versioned_bucket_leaves_a_delete_marker_and_the_history(
+    tmp_path: Path, s3mem: S3Client
+) -> None:
+    s3mem.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"old version"})
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"current", f"{PREFIX}b.csv": b"b"})
+    settings = drain_settings(tmp_path)
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    assert local_tree(settings.raw_dir) == {"a.csv": b"current", "b.csv": b"b"}
+    assert bucket_keys(s3mem) == set()  # the keys left the prefix...
+    versions = s3mem.list_object_versions(Bucket=BUCKET)
+    kept = sorted((v["Key"], v["Size"]) for v in versions.get("Versions", []))
+    assert kept == [(f"{PREFIX}a.csv", 7), (f"{PREFIX}a.csv", 11), (f"{PREFIX}b.csv", 1)]
+    assert len(versions.get("DeleteMarkers", [])) == 2  # ...and nothing was destroyed
+    current = {v["VersionId"] for v in versions["Versions"] if v["Size"] in (7, 1)}
+    assert {line["version_id"] for line in audit_lines(settings)} == current
+    # A second run finds nothing: older versions do not come back into the prefix.
+    assert drain(settings, s3mem).result.totals.listed == 0
+
+
+def test_versioned_bucket_without_conditions_deletes_the_downloaded_version(
+    tmp_path: Path, s3mem: S3Client
+) -> None:
+    s3mem.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"v1"})
+    settings = drain_settings(tmp_path, conditional_delete=False, delete_mode="single")
+
+    def overwrite_before_delete(operation: str, call: Call) -> None:
+        if operation == "DeleteObject":
+            put_objects(s3mem, {f"{PREFIX}a.csv": b"v2, uploaded mid-run"})
+
+    inject(s3mem, overwrite_before_delete)
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    assert "warning: --no-conditional-delete" in run.err
+    assert (settings.raw_dir / "a.csv").read_bytes() == b"v1"
+    body = s3mem.get_object(Bucket=BUCKET, Key=f"{PREFIX}a.csv")["Body"].read()
+    assert body == b"v2, uploaded mid-run"  # the new upload is still the current object
+
+
+def test_dry_run_changes_nothing(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a", f"{PREFIX}../x": b"x"})
+    base = tmp_path / "never-created"
+    settings = drain_settings(base, dry_run=True)
+
+    run = drain(settings, s3mem)
+
+    assert not base.exists()
+    assert len(bucket_keys(s3mem)) == 2
+    assert "would download" in run.out and "exports/2024/a.csv" in run.out
+    assert "would refuse" in run.out
+    assert run.result.info.requests.get("GetObject", 0) == 0
+    assert "DeleteObjects" not in run.result.info.requests
+
+
+def test_no_delete_copies_and_verifies_only(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a"})
+    settings = drain_settings(tmp_path, no_delete=True)
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+    assert local_tree(settings.raw_dir) == {"a.csv": b"a"}
+    assert audit_lines(settings)[0]["deleted"] is False
+    assert "kept in S3 (--no-delete)" in run.summary
+
+
+def test_missing_bucket_is_a_config_error(tmp_path: Path, s3mem: S3Client) -> None:
+    settings = replace(drain_settings(tmp_path), bucket="no-such-bucket")
+    with pytest.raises(ConfigError, match="does not exist"):
+        drain(settings, s3mem)
+    assert not settings.audit_log.exists() or settings.audit_log.read_text() == ""
+
+
+def test_second_run_on_same_base_is_refused(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a"})
+    settings = drain_settings(tmp_path)
+    settings.state_dir.mkdir(parents=True)
+    with (
+        run_lock(settings.state_dir, tmp_path),
+        pytest.raises(LockHeldError, match="changed nothing"),
+    ):
+        drain(settings, s3mem)
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+
+
+def test_max_delete_guard_deletes_nothing(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}{i}.csv": b"x" for i in range(12)})
+    settings = drain_settings(tmp_path, max_delete=10)
+
+    with pytest.raises(DeleteGuardError, match="would delete 12 objects"):
+        drain(settings, s3mem)
+
+    assert len(bucket_keys(s3mem)) == 12
+    assert local_tree(settings.raw_dir) == {}
+    assert drain(replace(settings, max_delete=12), s3mem).code == ExitCode.OK
+
+
+def test_stop_event_ends_the_run_cleanly(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}{i:04d}.csv": b"x" * 100 for i in range(400)})
+    settings = drain_settings(tmp_path, workers=2)
+    stop = threading.Event()
+    seen = {"n": 0}
+
+    def stop_after_some(operation: str, request: Call) -> None:
+        if operation == "GetObject":
+            seen["n"] += 1
+            if seen["n"] == 20:
+                stop.set()
+
+    inject(s3mem, stop_after_some)
+    run = drain(settings, s3mem, stop=stop)
+
+    assert run.code == ExitCode.INTERRUPTED
+    placed = local_tree(settings.raw_dir)
+    remaining = bucket_keys(s3mem)
+    assert 20 <= len(placed) < 400
+    assert not [name for name in placed if ".s3drain-" in name]
+    # every object is in exactly one place, and what was deleted is recorded
+    assert {PREFIX + name for name in placed} | remaining >= {
+        f"{PREFIX}{i:04d}.csv" for i in range(400)
+    }
+    deleted = {line["key"] for line in audit_lines(settings) if line["deleted"]}
+    assert deleted == {f"{PREFIX}{i:04d}.csv" for i in range(400)} - remaining
