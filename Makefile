@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: venv lint test demo drain bench bench-smoke chaos clean
 
+TRIALS ?= 300
+BENCH_ARGS ?=
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -28,6 +31,18 @@ demo: $(STAMP)
 # The target a nightly ETL puts before its own: drain with the settings in config/.env.
 drain: $(STAMP)
 	$(PY) -m s3drain --env-file config/.env
+
+# Side-by-side throughput against a local S3 (see benchmarks/README.md); writes
+# benchmarks/RESULTS.md. A benchmark, not a test: nothing here asserts timings.
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	$(PY) -m benchmarks.run --smoke
+
+# The fault suite at a size of your choosing; `make test` runs it at CI size.
+chaos: $(STAMP)
+	$(PY) -m tests.faults.chaos --trials $(TRIALS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
