@@ -166,6 +166,7 @@ class Deleter:
         *,
         retry: RetryPolicy,
         journal: DeleteJournal,
+        make_durable: Callable[[Sequence[Outcome]], None],
         record: Callable[[Outcome], None],
         sync: Callable[[], None],
         fatal: Callable[[S3DrainError], None],
@@ -174,6 +175,7 @@ class Deleter:
         self._policy = policy
         self._retry = retry
         self._journal = journal
+        self._make_durable = make_durable
         self._record = record
         self._sync = sync
         self._fatal = fatal
@@ -226,6 +228,13 @@ class Deleter:
             allowed = batch[: max(0, cap - self._deletes_sent)]
             self._leave(batch[len(allowed) :], f"not deleted: --max-delete {cap} reached")
         if not allowed:
+            return
+        try:
+            self._make_durable(allowed)
+        except OSError as exc:
+            self._leave(
+                allowed, f"not deleted: the local copy could not be fsynced: {describe(exc)}"
+            )
             return
         self._deletes_sent += len(allowed)
         try:

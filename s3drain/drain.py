@@ -13,9 +13,10 @@ ends with its summary.
 
 from __future__ import annotations
 
+import os
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -221,6 +222,7 @@ def _run(
             # Verified objects are deleted even while the run halts: no early stop on their retries.
             retry=replace(retry, stop_event=None),
             journal=journal,
+            make_durable=lambda batch: _make_durable(fs, batch),
             record=reporter.record,
             sync=reporter.sync,
             fatal=state.fail,
@@ -232,6 +234,16 @@ def _run(
         if deleter is not None:
             deleter.close()
         part_pool.shutdown()
+
+
+def _make_durable(fs: LocalFS, batch: Sequence[Outcome]) -> None:
+    """Everything a batch's deletes rely on is on disk before they are sent."""
+    paths = [o.local_path for o in batch if o.local_path is not None]
+    written_here = {o.local_path for o in batch if o.status is Status.DOWNLOADED}
+    fs.sync_for_delete(
+        files=[p for p in paths if p not in written_here],
+        folders=sorted({os.path.dirname(p) for p in paths}),
+    )
 
 
 def _selected(

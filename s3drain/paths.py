@@ -123,10 +123,23 @@ class Layout:
 
 def _stays_inside(parent: str, root: str) -> bool:
     """A symlinked folder inside raw/ must not carry a key (or a 'present' check) elsewhere.
-    Checked afresh for every key (a few lstat calls): the disk may change during a run."""
-    real_parent = os.path.realpath(parent)
-    real_root = os.path.realpath(root)
-    return real_parent == real_root or real_parent.startswith(real_root.rstrip("/") + "/")
+
+    Checked afresh for every key, since the disk may change during a run, but cheaply: one
+    lstat per existing folder *below* the root (the segments were already validated, so
+    `parent` is `root/<segments>`); only a symlink among them costs a full realpath."""
+    below = parent[len(root) + 1 :] if parent != root else ""
+    current = root
+    for segment in below.split("/") if below else ():
+        current = f"{current}/{segment}"
+        try:
+            mode = os.lstat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return True  # the rest does not exist yet and will be created as real folders
+        if stat.S_ISLNK(mode):
+            real_parent = os.path.realpath(parent)
+            real_root = os.path.realpath(root)
+            return real_parent == real_root or real_parent.startswith(real_root.rstrip("/") + "/")
+    return True
 
 
 def _existing_ancestor(path: str) -> str:

@@ -2,10 +2,10 @@
 
 The temp file is born here (a hidden name beside the target), filled by one streamed GET or by
 ranged GETs written at their offsets, verified (byte count, MD5 of a single-part ETag, botocore's
-flexible checksum), fsynced, linked in under its real name without replacing anything, and its
-folder fsynced. Any failure removes the temp file; a crash leaves only a hidden temp file that
-the next run sweeps. Every GET carries `If-Match` with the listed ETag, so all bytes come from the
-version that was listed and verified.
+flexible checksum), fsynced, and linked in under its real name without replacing anything (the
+deleter fsyncs the folder before the object's delete is sent). Any failure removes the temp
+file; a crash leaves only a hidden temp file that the next run sweeps. Every GET carries
+`If-Match` with the listed ETag, so all bytes come from the version that was listed and verified.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def download(t: Transfer, record: ObjectRecord, target: str) -> Downloaded:
             t.fs.link_into_place(temp, target)
         except FileExistsError:
             raise TargetExists(f"a file appeared at {target} during the download") from None
-        t.fs.fsync_dir(parent)
+        # The folder is fsynced by the deleter, once per batch, before any delete is sent.
         placed = True
     finally:
         if not placed:

@@ -720,3 +720,59 @@ def test_stop_event_ends_the_run_cleanly(tmp_path: Path, s3mem: S3Client) -> Non
     }
     deleted = {line["key"] for line in audit_lines(settings) if line["deleted"]}
     assert deleted == {f"{PREFIX}{i:04d}.csv" for i in range(400)} - remaining
+
+
+class RecordingFS(LocalFS):
+    """Notes when folders are fsynced, so a test can line that up with the deletes."""
+
+    def __init__(self, events: list[str], fail_sync: bool = False) -> None:
+        super().__init__()
+        self.events = events
+        self.fail_sync = fail_sync
+
+    def sync_for_delete(self, files: Any, folders: Any) -> None:
+        files, folders = list(files), list(folders)
+        if self.fail_sync:
+            raise OSError(errno.EIO, "Input/output error")
+        self.events.extend(f"sync-file {f}" for f in files)
+        self.events.extend(f"sync-folder {f}" for f in folders)
+        super().sync_for_delete(files, folders)
+
+
+def test_folders_are_fsynced_before_their_deletes(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(
+        s3mem,
+        {
+            f"{PREFIX}a/1.csv": b"1",
+            f"{PREFIX}a/2.csv": b"2",
+            f"{PREFIX}b/3.csv": b"3",
+            f"{PREFIX}c/old.csv": b"old",
+        },
+    )
+    settings = drain_settings(tmp_path, delete_flush_seconds=60)
+    (settings.raw_dir / "c").mkdir(parents=True)
+    (settings.raw_dir / "c" / "old.csv").write_bytes(b"old")  # present: written by someone else
+    events: list[str] = []
+    inject(s3mem, lambda op, call: events.append("delete") if op == "DeleteObjects" else None)
+
+    run = drain(settings, s3mem, fs=RecordingFS(events))
+
+    assert run.code == ExitCode.OK
+    first_delete = events.index("delete")
+    synced = set(events[:first_delete])
+    raw = settings.raw_dir
+    assert {f"sync-folder {raw / d}" for d in "abc"} <= synced
+    assert f"sync-file {raw / 'c' / 'old.csv'}" in synced  # a file this run did not write
+    assert f"sync-file {raw / 'a' / '1.csv'}" not in synced  # fsynced when it was written
+    assert events.count("sync-folder " + str(raw / "a")) == 1  # once per batch, not per file
+
+
+def test_failed_fsync_means_no_delete(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a"})
+    settings = drain_settings(tmp_path)
+
+    run = drain(settings, s3mem, fs=RecordingFS([], fail_sync=True))
+
+    assert run.code == ExitCode.PARTIAL
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+    assert "could not be fsynced" in audit_lines(settings)[0]["detail"]
