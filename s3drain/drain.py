@@ -40,6 +40,7 @@ from s3drain.records import ObjectRecord, Outcome, Status
 from s3drain.report import Reporter, RunInfo, Totals
 from s3drain.retry import RetryPolicy, TransientError, describe, error_code
 from s3drain.transfer import (
+    GetSlots,
     Interrupted,
     ObjectChanged,
     PathBlocked,
@@ -202,8 +203,8 @@ def _run(
         part_pool=part_pool,
         multipart_threshold=settings.multipart_threshold,
         part_size=settings.part_size,
-        parts_in_flight=settings.workers,
         stop=state.stop,
+        slots=GetSlots(settings.workers),
     )
     deleter = None
     if not (settings.dry_run or settings.no_delete):

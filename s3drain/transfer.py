@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +57,37 @@ class Downloaded:
     version_id: str | None = None  # what the GET returned, in a versioned bucket
 
 
+class GetSlots:
+    """How many GETs may stream at once. A large object is split only into as many ranges as
+    it can reserve idle slots for: with other objects keeping every connection busy, more
+    ranges would buy nothing but requests (and, on servers that copy the whole object for
+    each ranged GET, like moto, a whole-object copy each)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def held(self, wanted: int) -> Iterator[int]:
+        """Reserve up to `wanted` idle slots, at least one (this worker's own)."""
+        with self._lock:
+            granted = max(1, min(wanted, self.limit - self._taken))
+            self._taken += granted
+        try:
+            yield granted
+        finally:
+            with self._lock:
+                self._taken -= granted
+
+
+def plan_ranges(size: int, part_size: int, slots: int) -> list[tuple[int, int]]:
+    """Inclusive byte ranges: one per slot, none smaller than `part_size`."""
+    count = max(1, min(-(-size // part_size), slots))
+    step = -(-size // count)
+    return [(start, min(start + step, size) - 1) for start in range(0, size, step)]
+
+
 @dataclass(frozen=True)
 class Transfer:
     """Everything a download needs, built once per run and shared by the workers."""
@@ -68,8 +99,8 @@ class Transfer:
     part_pool: Executor
     multipart_threshold: int
     part_size: int
-    parts_in_flight: int
     stop: threading.Event
+    slots: GetSlots
 
 
 def download(t: Transfer, record: ObjectRecord, target: str) -> Downloaded:
@@ -110,9 +141,12 @@ def _fill(t: Transfer, record: ObjectRecord, fd: int) -> tuple[str, str | None]:
     try:
         if record.size == 0 and record.etag == EMPTY_MD5:
             return "md5", None  # the ETag already proves the content: nothing to fetch
-        if record.size >= t.multipart_threshold:
-            return _fetch_ranged(t, record, fd)
-        return _fetch_whole(t, record, fd)
+        wanted = -(-record.size // t.part_size) if record.size >= t.multipart_threshold else 1
+        with t.slots.held(wanted) as granted:
+            if granted > 1:
+                ranges = plan_ranges(record.size, t.part_size, granted)
+                return _fetch_ranged(t, record, fd, ranges)
+            return _fetch_whole(t, record, fd)
     except ClientError as exc:
         if http_status(exc) == 412 or error_code(exc) == "PreconditionFailed":
             raise ObjectChanged("overwritten in S3 after it was listed") from None
@@ -210,12 +244,11 @@ class _OrderedDigest:
         return self._digest.hexdigest()
 
 
-def _fetch_ranged(t: Transfer, record: ObjectRecord, fd: int) -> tuple[str, str | None]:
+def _fetch_ranged(
+    t: Transfer, record: ObjectRecord, fd: int, plan: list[tuple[int, int]]
+) -> tuple[str, str | None]:
     t.fs.allocate(fd, record.size)
-    ranges = iter(
-        (start, min(start + t.part_size, record.size) - 1)
-        for start in range(0, record.size, t.part_size)
-    )
+    ranges = iter(plan)
     digest = _OrderedDigest(t.fs, fd) if record.etag_is_md5 else None
     abort = threading.Event()
     answers: list[_PartAnswer] = []
@@ -229,7 +262,7 @@ def _fetch_ranged(t: Transfer, record: ObjectRecord, fd: int) -> tuple[str, str 
             )
             running[future] = part
 
-    for _ in range(t.parts_in_flight):
+    for _ in range(len(plan)):  # one slot was reserved for each range
         submit_next()
     try:
         while running:

@@ -5,6 +5,7 @@ left in S3, what the audit log says, and the exit code, for the happy path and t
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import threading
@@ -22,6 +23,7 @@ from s3drain.errors import ConfigError, DeleteGuardError, ExitCode, LockHeldErro
 from s3drain.localfs import LocalFS
 from s3drain.lock import run_lock
 from s3drain.paths import XATTR_ETAG
+from s3drain.transfer import GetSlots, plan_ranges
 from tests.support.drainkit import (
     BUCKET,
     PREFIX,
@@ -225,9 +227,59 @@ def test_large_object_in_parallel_ranges_is_byte_exact(tmp_path: Path, s3mem: S3
 
     assert run.code == ExitCode.OK, run.err
     assert (settings.raw_dir / "big.bin").read_bytes() == body
-    assert len(ranges) == 6
+    spans = sorted(tuple(int(n) for n in r.removeprefix("bytes=").split("-")) for r in ranges)
+    assert spans[0][0] == 0 and spans[-1][1] == len(body) - 1
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(spans))  # contiguous
+    assert 2 <= len(spans) <= settings.workers + 1
+    assert all(end - start + 1 >= MiB for start, end in spans[:-1])
     big = next(line for line in audit_lines(settings) if line["key"].endswith("big.bin"))
     assert big["verified"] == "md5" and big["deleted"]
+
+
+@pytest.mark.parametrize(
+    ("size", "part", "slots", "expected"),
+    [
+        (64 * MiB, 8 * MiB, 16, 8),  # slots to spare: ranges of the part size
+        (64 * MiB, 8 * MiB, 4, 4),  # four slots: four ranges of 16 MiB
+        (64 * MiB, 8 * MiB, 1, 1),  # only this worker's slot: one plain GET
+        (1024 * MiB, 8 * MiB, 16, 16),  # a lone huge object fans out across the workers
+        (17 * MiB, 16 * MiB, 16, 2),  # never ranges smaller than the part size
+    ],
+)
+def test_plan_ranges(size: int, part: int, slots: int, expected: int) -> None:
+    ranges = plan_ranges(size, part, slots)
+    assert len(ranges) == expected
+    assert ranges[0][0] == 0 and ranges[-1][1] == size - 1
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(ranges))
+
+
+def test_slots_are_reserved_atomically() -> None:
+    slots = GetSlots(4)
+    with slots.held(3) as first, slots.held(3) as second, slots.held(3) as third:
+        assert (first, second, third) == (3, 1, 1)  # never more than the limit, bar one each
+    with slots.held(8) as again:
+        assert again == 4  # all released
+
+
+def test_busy_workers_fetch_a_large_object_in_one_get(tmp_path: Path, s3mem: S3Client) -> None:
+    """20 large objects and 4 workers: parallelism comes from the objects; no object is split
+    while the other workers are streaming."""
+    objects = {f"{PREFIX}{i:02d}.bin": os.urandom(3 * MiB) for i in range(12)}
+    put_objects(s3mem, objects)
+    settings = drain_settings(tmp_path, workers=4, multipart_threshold=2 * MiB, part_size=MiB)
+    gets = {"ranged": 0, "whole": 0}
+
+    def count(operation: str, call: Call) -> None:
+        if operation == "GetObject":
+            gets["ranged" if header(call, "Range") else "whole"] += 1
+
+    inject(s3mem, count)
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    assert local_tree(settings.raw_dir) == {k[len(PREFIX) :]: v for k, v in objects.items()}
+    assert gets["whole"] >= 6  # most objects arrived while every slot was busy
+    assert gets["ranged"] + gets["whole"] < 12 * 3  # far fewer GETs than fixed 1 MiB parts
 
 
 def test_failed_part_discards_temp_file_and_keeps_object(tmp_path: Path, s3mem: S3Client) -> None:
@@ -260,7 +312,7 @@ def test_412_on_a_part_means_changed(tmp_path: Path, s3mem: S3Client) -> None:
                 put_objects(s3mem, {f"{PREFIX}big.bin": b"rewritten"})
 
     inject(s3mem, overwrite_midway)
-    run = drain(replace(settings, workers=1), s3mem)
+    run = drain(replace(settings, workers=2), s3mem)  # two slots: two ranges
 
     assert run.count("changed") == 1
     assert s3mem.get_object(Bucket=BUCKET, Key=f"{PREFIX}big.bin")["Body"].read() == b"rewritten"
