@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import replace
@@ -391,6 +392,25 @@ def _delete_body(params: dict[str, Any]) -> list[dict[str, str]]:
         }
         for obj in root.findall("s3:Object", ns)
     ]
+
+
+def test_deletes_flush_on_the_timer_while_downloads_go_on(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}{i:02d}.csv": b"x" for i in range(40)})
+    settings = drain_settings(tmp_path, workers=2, delete_flush_seconds=0.1)
+    order: list[str] = []
+
+    def slow_gets(operation: str, call: Call) -> None:
+        order.append(operation)
+        if operation == "GetObject":
+            time.sleep(0.02)
+
+    inject(s3mem, slow_gets)
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    first_delete = order.index("DeleteObjects")
+    assert "GetObject" in order[first_delete:]  # a batch went out before the downloads ended
+    assert 2 <= order.count("DeleteObjects") < 40
 
 
 def test_per_key_delete_errors_are_reported_not_deleted(tmp_path: Path, s3mem: S3Client) -> None:
