@@ -13,6 +13,7 @@ ends with its summary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import traceback
@@ -106,12 +107,17 @@ def run_drain(
         client.meta.events.register("before-send.s3", counter.on_send)
     fs = fs or LocalFS()
     started = datetime.now(UTC)
+    # S3 first (bucket, credentials, endpoint): a wrong setting must not leave folders behind.
+    preflight_retry = RetryPolicy(settings.s3.max_attempts, sleep=sleep, stop_event=state.stop)
+    versioned, warning = bucket_is_versioned(
+        client, settings.bucket, preflight_retry, settings.s3.endpoint_url
+    )
     if not settings.dry_run:
         prepare_local([settings.state_dir, settings.raw_dir, settings.processed_dir])
     with (
         run_lock(settings.state_dir, settings.local_base_path)
         if not settings.dry_run
-        else _nolock()
+        else contextlib.nullcontext()
     ):
         audit = (
             None
@@ -131,21 +137,21 @@ def run_drain(
             ),
             dry_run_lines_to=err if settings.json_summary else out,
         )
+        if warning:
+            reporter.warn(warning)
         try:
             stopped_early = _run(
-                settings, client=client, fs=fs, reporter=reporter, state=state, sleep=sleep
+                settings,
+                client=client,
+                fs=fs,
+                reporter=reporter,
+                state=state,
+                sleep=sleep,
+                versioned=versioned,
             )
         finally:
             reporter.close()
     return _result(settings, reporter, state, counter, stopped_early)
-
-
-class _nolock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
 
 
 def _run(
@@ -156,6 +162,7 @@ def _run(
     reporter: Reporter,
     state: _RunState,
     sleep: Callable[[float], None] | None,
+    versioned: bool,
 ) -> str | None:
     retry = RetryPolicy(
         max_attempts=settings.s3.max_attempts,
@@ -163,10 +170,6 @@ def _run(
         on_retry=reporter.retrying,
         stop_event=state.stop,
     )
-    endpoint = settings.s3.endpoint_url
-    versioned, warning = bucket_is_versioned(client, settings.bucket, retry, endpoint)
-    if warning:
-        reporter.warn(warning)
     if not settings.conditional_delete and not settings.dry_run and not settings.no_delete:
         reporter.warn(
             "--no-conditional-delete: deletes cannot check that the object is unchanged"

@@ -735,11 +735,13 @@ def test_no_delete_copies_and_verifies_only(tmp_path: Path, s3mem: S3Client) -> 
     assert "kept in S3 (--no-delete)" in run.summary
 
 
-def test_missing_bucket_is_a_config_error(tmp_path: Path, s3mem: S3Client) -> None:
-    settings = replace(drain_settings(tmp_path), bucket="no-such-bucket")
+def test_missing_bucket_is_a_config_error_and_leaves_no_trace(
+    tmp_path: Path, s3mem: S3Client
+) -> None:
+    settings = replace(drain_settings(tmp_path / "base"), bucket="no-such-bucket")
     with pytest.raises(ConfigError, match="does not exist"):
         drain(settings, s3mem)
-    assert not settings.audit_log.exists() or settings.audit_log.read_text() == ""
+    assert list(tmp_path.iterdir()) == []  # no folders, no lock, no audit log
 
 
 def test_second_run_on_same_base_is_refused(tmp_path: Path, s3mem: S3Client) -> None:
