@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -311,17 +311,10 @@ class Deleter:
                             outcome, status=Status.FAILED, detail="S3 did not confirm the delete"
                         )
                     )
-            if (
-                all((e.get("Code") == "AccessDenied") for e in errors.values())
-                and len(errors) == len(pending)
-                and not confirmed
+            if len(errors) == len(pending) and all(
+                e.get("Code") == "AccessDenied" for e in errors.values()
             ):
-                self._break(
-                    ConfigError(
-                        f"S3 denied the delete (AccessDenied) on s3://{self._policy.bucket}: the "
-                        "credentials need s3:DeleteObject, or run with --no-delete"
-                    )
-                )
+                self._break(self._denied("DeleteObjects"))  # every key: a permission, not a key
             pending = retry_later
             if not pending:
                 return results
@@ -352,7 +345,7 @@ class Deleter:
             return None
         return replace(outcome, status=Status.FAILED, detail=f"delete failed: {code}: {message}")
 
-    def _failed_all(self, outcomes: Any, exc: BaseException) -> list[Outcome]:
+    def _failed_all(self, outcomes: Iterable[Outcome], exc: BaseException) -> list[Outcome]:
         why = f"delete failed: {describe(exc)}"
         return [replace(o, status=Status.FAILED, detail=why, deleted=False) for o in outcomes]
 
@@ -360,12 +353,13 @@ class Deleter:
         if conditional_refused(exc) and self._policy.conditional:
             self._break(ConfigError(NOT_IMPLEMENTED_HINT))
         elif error_code(exc) == "AccessDenied":
-            self._break(
-                ConfigError(
-                    f"S3 denied {operation} (AccessDenied) on s3://{self._policy.bucket}: the "
-                    "credentials need s3:DeleteObject, or run with --no-delete"
-                )
-            )
+            self._break(self._denied(operation))
+
+    def _denied(self, operation: str) -> ConfigError:
+        return ConfigError(
+            f"S3 denied {operation} (AccessDenied) on s3://{self._policy.bucket}: the "
+            "credentials need s3:DeleteObject, or run with --no-delete"
+        )
 
     # -- DeleteObject + If-Match ---------------------------------------------------------------
 
