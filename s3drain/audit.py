@@ -37,28 +37,37 @@ def audit_entry(outcome: Outcome, run_id: str, bucket: str) -> dict[str, Any]:
 
 class AuditLog:
     """Appends with O_APPEND, one write per line: a killed run never leaves half a line behind
-    another line, and `tail -f` shows each object as it is decided."""
+    another line, and `tail -f` shows each object as it is decided. Opened at the first line,
+    so a run stopped by a check before any object was handled leaves no file behind."""
 
     def __init__(self, path: Path, run_id: str, bucket: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._run_id = run_id
         self._bucket = bucket
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        self._fd = os.open(path, flags, 0o644)
+        self._fd: int | None = None
+        self.lines = 0
 
     def write(self, outcome: Outcome) -> None:
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o644)
         line = json.dumps(audit_entry(outcome, self._run_id, self._bucket), ensure_ascii=False)
         data = (line + "\n").encode("utf-8", "surrogateescape")
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
+        self.lines += 1
 
     def sync(self) -> None:
-        os.fsync(self._fd)
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def close(self) -> None:
+        if self._fd is None:
+            return
         try:
             os.fsync(self._fd)
         finally:
             os.close(self._fd)
+            self._fd = None

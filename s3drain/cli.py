@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from s3drain import __version__
 from s3drain.config import (
@@ -23,7 +23,7 @@ from s3drain.config import (
     load_ingest_settings,
 )
 from s3drain.drain import run_drain
-from s3drain.errors import ExitCode, S3DrainError
+from s3drain.errors import ConfigError, ExitCode, S3DrainError
 from s3drain.ingest import run_ingest_command
 from s3drain.report import (
     RunInfo,
@@ -59,10 +59,15 @@ Run 's3drain drain --help' or 's3drain ingest --help' for each command's options
 
 DRAIN_EPILOG = """\
 settings come from config/.env (or --env-file), then the environment, then
-flags, the later winning. Names are case-insensitive: BUCKET_NAME,
-PATH_TO_SEARCH, LOCAL_BASE_PATH, RAW_DIR, PROCESSED_DIR, S3_ENDPOINT_URL,
-AWS_REGION, AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_SESSION_TOKEN, and S3DRAIN_<OPTION> for the options below (S3DRAIN_WORKERS).
+flags, the later winning. Names are case-insensitive:
+  BUCKET_NAME, PATH_TO_SEARCH, LOCAL_BASE_PATH, RAW_DIR, PROCESSED_DIR,
+  S3_ENDPOINT_URL, S3_ADDRESSING_STYLE, AWS_REGION, AWS_PROFILE,
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_CA_BUNDLE,
+and S3DRAIN_<OPTION> for these options: AUDIT_LOG, MATCH, WORKERS, DELETE_MODE,
+CONDITIONAL_DELETE (true/false), MULTIPART_THRESHOLD, PART_SIZE, MIN_AGE,
+MAX_OBJECTS, MAX_BYTES, MAX_DELETE, SHARD, METRICS_FILE, DRY_RUN, NO_DELETE,
+INCLUDE and EXCLUDE (comma-separated; excludes checked first), MAX_ATTEMPTS,
+CONNECT_TIMEOUT, READ_TIMEOUT. An unknown S3DRAIN_ name is an error.
 
 examples:
   s3drain --bucket lake --prefix exports/2024/ --local-base-path /data/etl
@@ -78,7 +83,56 @@ exit codes:
 
 state lives in <local-base-path>/.s3drain/: the lock and audit.jsonl, one JSON
 line per object (key, size, etag, status, deleted, local_path, verified).
+--json and the metrics file are described in docs/output.md; scheduling (cron,
+systemd, Kubernetes, Airflow) in docs/scheduling.md.
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and a hint), not the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            int(ExitCode.USAGE),
+            f"s3drain: error: {message}\ns3drain: hint: see '{self.prog} --help'\n",
+        )
+
+
+def _join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """`--shard -1/2` and `--min-age -5m`: argparse reads a value starting with '-' as an
+    option; glue it to its flag so the setting's own check can say what is wrong with it."""
+    known: set[str] = set()
+    takes_value: set[str] = set()
+    for action in _all_actions(parser):
+        known.update(action.option_strings)
+        if action.option_strings and action.nargs != 0:
+            takes_value.update(action.option_strings)
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if (
+            token in takes_value
+            and following is not None
+            and following.startswith("-")
+            and following.split("=", 1)[0] not in known
+        ):
+            out.append(f"{token}={following}")
+            index += 2
+            continue
+        out.append(token)
+        index += 1
+    return out
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                actions += _all_actions(sub)
+    return actions
 
 
 class _FilterAction(argparse.Action):
@@ -134,7 +188,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         "--verbose",
         dest="verbosity",
         action="count",
-        help="one line per object (-vv: and retries)",
+        help="one line per object (-vv: each retry too)",
     )
     loud.add_argument(
         "-q",
@@ -149,18 +203,19 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         dest="json_summary",
         action="store_true",
         default=None,
-        help="print the summary as one JSON object on stdout",
+        help="print the summary as one JSON object on stdout (schema: docs/output.md)",
     )
     group.add_argument(
         "--dry-run",
         action="store_true",
         default=None,
-        help="show what would happen; change nothing in S3 or on disk",
+        help="show what would happen to each object (on stdout; on stderr with --json) and "
+        "the totals; change nothing in S3 or on disk",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="s3drain",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -209,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=_FilterAction,
         const="include",
         metavar="GLOB",
-        help="take keys matching GLOB (repeatable)",
+        help="take keys whose path below the prefix's folder matches GLOB (repeatable)",
     )
     pick.add_argument(
         "--exclude",
@@ -230,13 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     pick.add_argument(
         "--max-bytes",
         metavar="SIZE",
-        help="take at most SIZE (listed bytes) this run: 500MiB, 10GB",
+        help="take objects until their listed sizes reach SIZE (500MiB, 10GB); the first "
+        "object is always taken, however large",
     )
     pick.add_argument(
         "--shard",
         metavar="K/N",
-        help="take only keys whose hash falls in shard K of N (0-based): N hosts drain one "
-        "prefix without coordination",
+        help="take only keys whose CRC32 (of the UTF-8 key) modulo N is K, 0-based: N hosts "
+        "drain one prefix without coordination, each with its own --local-base-path",
     )
 
     safety = drain.add_argument_group("deleting")
@@ -275,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument(
         "--metrics-file",
         metavar="FILE",
-        help="write Prometheus metrics here (node_exporter textfile collector)",
+        help="write the run's figures in Prometheus text format here, atomically, for the "
+        "node_exporter textfile collector (S3DRAIN_METRICS_FILE; not on --dry-run)",
     )
     _add_s3_options(drain)
     _add_output_options(drain)
@@ -366,9 +423,9 @@ def main(
 ) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    args = build_parser().parse_args(
-        _with_default_command(list(sys.argv[1:] if argv is None else argv))
-    )
+    parser = build_parser()
+    words = _with_default_command(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(_join_dash_values(parser, words))
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "env_file", "paths")}
     env_file = Path(args.env_file) if args.env_file else DEFAULT_ENV_FILE
     try:
@@ -390,79 +447,51 @@ def main(
 def _drain(settings: DrainSettings, out: TextIO, err: TextIO) -> int:
     if settings.verbosity >= 0 and err.isatty() and not settings.progress:
         settings = replace(settings, progress=True)
-    stopper = _Stopper(err)
-    stopper.install()
-    started = time.monotonic()
     secrets = settings.s3.secrets()
     try:
-        result = run_drain(settings, out=out, err=err, stop=stopper.event)
+        check_writable(settings.metrics_file, dry_run=settings.dry_run)
     except S3DrainError as exc:
         _error(err, exc, secrets)
-        _write_metrics(
-            settings, _empty_totals(time.monotonic() - started), exc.exit_code, exc.message
-        )
-        if settings.json_summary:
-            info = _info(settings, exc.exit_code, exc.message)
-            out.write(
-                dumps_json(summary_json(_empty_totals(time.monotonic() - started), info)) + "\n"
-            )
         return int(exc.exit_code)
+    stopper = _Stopper(err)
+    stopper.install()
+    result = run_drain(settings, out=out, err=err, stop=stopper.event)
+    if not result.started:  # a check before anything changed: one line, like a config error
+        _error(err, S3DrainError(result.info.error or "stopped", result.hint), secrets)
     if result.internal_error:
         err.write(mask(result.internal_error, secrets))
         err.write("s3drain: this is a bug in s3drain; please report it with the lines above\n")
     if settings.json_summary:
         out.write(mask(dumps_json(summary_json(result.totals, result.info)), secrets) + "\n")
-    elif settings.verbosity >= 0:
+    elif result.started and settings.verbosity >= 0:
         out.write(mask(render_summary(result.totals, result.info), secrets) + "\n")
-    elif result.exit_code != ExitCode.OK:  # -q: one line, only when something needs attention
+    elif result.started and result.exit_code != ExitCode.OK:  # -q: one line when it matters
         err.write(mask(f"s3drain: {result_line(result.totals, result.info)}\n", secrets))
     out.flush()
-    _write_metrics(settings, result.totals, result.exit_code, result.info.error, result.info)
+    if not settings.dry_run:  # a dry run changes nothing, metrics included
+        _write_metrics(settings, result.totals, result.info, err)
     return int(result.exit_code)
 
 
-def _empty_totals(seconds: float) -> Totals:
-    return Totals(
-        counts={},
-        filtered=0,
-        listed=0,
-        deleted=0,
-        bytes_downloaded=0,
-        bytes_deleted=0,
-        retries=0,
-        seconds=seconds,
-    )
+def check_writable(path: Path | None, *, dry_run: bool) -> None:
+    """A typo in --metrics-file is a usage error before the run, not a warning after it."""
+    if path is None or dry_run:
+        return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write the metrics file {path}: {folder} is not a writable folder",
+            hint="check --metrics-file / S3DRAIN_METRICS_FILE",
+        )
 
 
-def _info(settings: DrainSettings, code: ExitCode, error: str | None) -> RunInfo:
-    return RunInfo(
-        command="drain",
-        source=f"s3://{settings.bucket}/{settings.prefix}",
-        bucket=settings.bucket,
-        prefix=settings.prefix,
-        destination=str(settings.raw_dir),
-        audit_log=None if settings.dry_run else str(settings.audit_log),
-        dry_run=settings.dry_run,
-        no_delete=settings.no_delete,
-        exit_code=code,
-        error=error,
-    )
-
-
-def _write_metrics(
-    settings: DrainSettings,
-    totals: Totals,
-    code: ExitCode,
-    error: str | None,
-    info: RunInfo | None = None,
-) -> None:
+def _write_metrics(settings: DrainSettings, totals: Totals, info: RunInfo, err: TextIO) -> None:
     if settings.metrics_file is None:
         return
-    info = info or _info(settings, code, error)
     text = prometheus_text(totals, info, time.time(), previous_success(settings.metrics_file))
     try:
         write_atomically(settings.metrics_file, text)
     except OSError as exc:
-        sys.stderr.write(
-            f"s3drain: warning: cannot write {settings.metrics_file}: {exc.strerror}\n"
-        )
+        err.write(f"s3drain: warning: cannot write {settings.metrics_file}: {exc.strerror}\n")

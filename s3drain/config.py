@@ -48,6 +48,10 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "max_delete": ("S3DRAIN_MAX_DELETE",),
     "shard": ("S3DRAIN_SHARD",),
     "metrics_file": ("S3DRAIN_METRICS_FILE",),
+    "dry_run": ("S3DRAIN_DRY_RUN",),
+    "no_delete": ("S3DRAIN_NO_DELETE",),
+    "include": ("S3DRAIN_INCLUDE",),
+    "exclude": ("S3DRAIN_EXCLUDE",),
     "endpoint_url": ("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
     "region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "profile": ("AWS_PROFILE",),
@@ -66,6 +70,10 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "format": ("S3DRAIN_FORMAT", "FORMAT"),
 }
 SECRET_SETTINGS = frozenset({"secret_access_key", "session_token", "access_key_id"})
+# A typo in one of our own names (S3DRAIN_NO_DELET=1) must not be silently ignored.
+KNOWN_S3DRAIN_NAMES = frozenset(
+    name for names in ENV_NAMES.values() for name in names if name.startswith("S3DRAIN_")
+)
 
 
 @dataclass(frozen=True)
@@ -171,6 +179,16 @@ class Sources:
                 raise ConfigError(
                     f"settings file {env_file} does not exist",
                     hint="copy config/.env.example to it, or drop --env-file to use flags only",
+                )
+        for layer, where in ((self.environ, "the environment"), (self.dotenv, str(env_file))):
+            unknown = sorted(
+                n for n in layer if n.startswith("S3DRAIN_") and n not in KNOWN_S3DRAIN_NAMES
+            )
+            if unknown:
+                raise ConfigError(
+                    f"unknown setting {unknown[0]} in {where}",
+                    hint="the S3DRAIN_ names s3drain reads: "
+                    + ", ".join(sorted(KNOWN_S3DRAIN_NAMES)),
                 )
 
     def get(self, name: str) -> _Value | None:
@@ -360,10 +378,6 @@ def load_drain_settings(sources: Sources) -> DrainSettings:
     part_size = _opt(sources, "part_size", _size_in(MiB, 5 * 1024 * MiB), 8 * MiB)
     threshold = _opt(sources, "multipart_threshold", _size_in(MiB, 5 * 1024**4), 16 * MiB)
     verbosity = int(sources.flags.get("verbosity") or 0)  # type: ignore[call-overload]
-    rules = tuple(
-        compile_rule(pattern, include=kind == "include")
-        for kind, pattern in _flag_list(sources, "filters")
-    )
     metrics = sources.get("metrics_file")
     return DrainSettings(
         s3=load_s3_settings(sources, workers),
@@ -382,9 +396,9 @@ def load_drain_settings(sources: Sources) -> DrainSettings:
         conditional_delete=_opt(sources, "conditional_delete", _bool, True),
         multipart_threshold=threshold,
         part_size=part_size,
-        dry_run=bool(sources.flags.get("dry_run")),
-        no_delete=bool(sources.flags.get("no_delete")),
-        rules=rules,
+        dry_run=_opt(sources, "dry_run", _bool, False),
+        no_delete=_opt(sources, "no_delete", _bool, False),
+        rules=_filter_rules(sources),
         min_age=_opt(sources, "min_age", _positive_duration, None),
         max_objects=_opt(sources, "max_objects", _int_in(1, 10**12, "max objects"), None),
         max_bytes=_opt(sources, "max_bytes", _size_in(1, 10**18), None),
@@ -399,9 +413,28 @@ def load_drain_settings(sources: Sources) -> DrainSettings:
     )
 
 
-def _flag_list(sources: Sources, name: str) -> Sequence[tuple[str, str]]:
-    value = sources.flags.get(name)
-    return value if isinstance(value, list) else []
+def _filter_rules(sources: Sources) -> tuple[FilterRule, ...]:
+    """--include/--exclude in command-line order (the first match decides). From the
+    environment, S3DRAIN_EXCLUDE and S3DRAIN_INCLUDE hold comma-separated patterns with no
+    order between them, so there the excludes are checked first. Flags replace both."""
+    flagged = sources.flags.get("filters")
+    if isinstance(flagged, list) and flagged:
+        pairs: list[tuple[str, str, str]] = [
+            (kind, pattern, f"--{kind}") for kind, pattern in flagged
+        ]
+    else:
+        pairs = []
+        for kind in ("exclude", "include"):
+            value = sources.get(kind)
+            if value is not None:
+                pairs += [(kind, p.strip(), value.origin) for p in str(value.raw).split(",")]
+    rules = []
+    for kind, pattern, origin in pairs:
+        try:
+            rules.append(compile_rule(pattern, include=kind == "include"))
+        except ValueError as exc:
+            raise ConfigError(f"{kind} pattern: {exc} (from {origin})") from None
+    return tuple(rules)
 
 
 def _check_folders(raw_dir: Path, processed_dir: Path, state_dir: Path) -> None:
@@ -467,7 +500,7 @@ def load_ingest_settings(sources: Sources, paths: Sequence[str]) -> IngestSettin
             sources, "multipart_threshold", _size_in(5 * MiB, 5 * 1024**3), 64 * MiB
         ),
         part_size=_opt(sources, "part_size", _size_in(5 * MiB, 5 * 1024 * MiB), 16 * MiB),
-        dry_run=bool(sources.flags.get("dry_run")),
+        dry_run=_opt(sources, "dry_run", _bool, False),
         verbosity=int(sources.flags.get("verbosity") or 0),  # type: ignore[call-overload]
         json_summary=bool(sources.flags.get("json_summary")),
     )

@@ -32,7 +32,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3drain.client import S3Client
-from s3drain.errors import ConfigError, S3DrainError
+from s3drain.errors import ConfigError, DeleteGuardError, S3DrainError
 from s3drain.records import ObjectRecord, Outcome, Status
 from s3drain.retry import RETRYABLE_CODES, RetryPolicy, describe, error_code, http_status
 
@@ -225,7 +225,16 @@ class Deleter:
         allowed = batch
         cap = self._policy.max_deletes
         if cap is not None and self._deletes_sent + len(batch) > cap:
+            # Objects appeared after the guard counted: the cap holds, and the run says so
+            # with the guard's own exit code.
             allowed = batch[: max(0, cap - self._deletes_sent)]
+            self._break(
+                DeleteGuardError(
+                    f"--max-delete {cap:,} reached during the run: objects that appeared after "
+                    "the check were downloaded but not deleted",
+                    hint="the next run deletes them if --max-delete allows",
+                )
+            )
             self._leave(batch[len(allowed) :], f"not deleted: --max-delete {cap} reached")
         if not allowed:
             return

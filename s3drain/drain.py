@@ -38,7 +38,7 @@ from s3drain.lock import run_lock
 from s3drain.paths import Layout, MappedPath, look, prefix_folder
 from s3drain.preflight import bucket_is_versioned, explain, prepare_local
 from s3drain.records import ObjectRecord, Outcome, Status
-from s3drain.report import Reporter, RunInfo, Totals
+from s3drain.report import Reporter, RunInfo, Totals, plural
 from s3drain.retry import RetryPolicy, TransientError, describe, error_code
 from s3drain.transfer import (
     GetSlots,
@@ -46,6 +46,7 @@ from s3drain.transfer import (
     ObjectChanged,
     PathBlocked,
     TargetExists,
+    TempBusy,
     Transfer,
     download,
     sweep_temp_files,
@@ -58,6 +59,8 @@ class DrainResult:
     totals: Totals
     info: RunInfo
     internal_error: str | None = None  # a traceback, when s3drain hit a bug
+    started: bool = True  # False: stopped by a check before anything changed
+    hint: str | None = None  # what to do about `info.error`
 
 
 @dataclass
@@ -97,8 +100,9 @@ def run_drain(
     sleep: Callable[[float], None] | None = None,
     stop: threading.Event | None = None,
 ) -> DrainResult:
-    """One whole run. Raises S3DrainError only before anything changed (config, lock,
-    preflight); later failures end the run with a summary and their exit code."""
+    """One whole run, always ending in a DrainResult. An error found before anything changed
+    (bucket, credentials, local folders, the lock, --max-delete) comes back with
+    `started=False`; later failures end the run with its summary and their exit code."""
     state = _RunState(stop=stop or threading.Event())
     counter = RequestCounter()
     if client is None:
@@ -106,52 +110,58 @@ def run_drain(
     else:
         client.meta.events.register("before-send.s3", counter.on_send)
     fs = fs or LocalFS()
-    started = datetime.now(UTC)
-    # S3 first (bucket, credentials, endpoint): a wrong setting must not leave folders behind.
-    preflight_retry = RetryPolicy(settings.s3.max_attempts, sleep=sleep, stop_event=state.stop)
-    versioned, warning = bucket_is_versioned(
-        client, settings.bucket, preflight_retry, settings.s3.endpoint_url
+    reporter: Reporter | None = None
+    stopped_early: str | None = None
+    try:
+        # S3 first (bucket, credentials, endpoint): a wrong setting must not leave folders.
+        preflight_retry = RetryPolicy(settings.s3.max_attempts, sleep=sleep, stop_event=state.stop)
+        versioned, warning = bucket_is_versioned(
+            client, settings.bucket, preflight_retry, settings.s3.endpoint_url
+        )
+        if not settings.dry_run:
+            prepare_local([settings.state_dir, settings.raw_dir, settings.processed_dir])
+        with (
+            run_lock(settings.state_dir, settings.local_base_path)
+            if not settings.dry_run
+            else contextlib.nullcontext()
+        ):
+            reporter = _reporter(settings, state, out, err)
+            try:
+                if warning:
+                    reporter.warn(warning)
+                stopped_early = _run(
+                    settings,
+                    client=client,
+                    fs=fs,
+                    reporter=reporter,
+                    state=state,
+                    sleep=sleep,
+                    versioned=versioned,
+                )
+            finally:
+                reporter.close()
+    except S3DrainError as exc:
+        state.fail(exc)
+        return _result(settings, reporter, state, counter, None, started=False, hint=exc.hint)
+    return _result(settings, reporter, state, counter, stopped_early, started=True)
+
+
+def _reporter(settings: DrainSettings, state: _RunState, out: TextIO, err: TextIO) -> Reporter:
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return Reporter(
+        audit=None if settings.dry_run else AuditLog(settings.audit_log, run_id, settings.bucket),
+        verbosity=settings.verbosity,
+        progress=settings.progress,
+        dry_run=settings.dry_run,
+        out=out,
+        err=err,
+        secrets=settings.s3.secrets(),
+        on_audit_error=lambda exc: state.fail(
+            AbortError(f"cannot write the audit log {settings.audit_log}: {describe(exc)}")
+        ),
+        dry_run_lines_to=err if settings.json_summary else out,
+        expected_objects=settings.max_objects,
     )
-    if not settings.dry_run:
-        prepare_local([settings.state_dir, settings.raw_dir, settings.processed_dir])
-    with (
-        run_lock(settings.state_dir, settings.local_base_path)
-        if not settings.dry_run
-        else contextlib.nullcontext()
-    ):
-        audit = (
-            None
-            if settings.dry_run
-            else AuditLog(settings.audit_log, started.strftime("%Y%m%dT%H%M%SZ"), settings.bucket)
-        )
-        reporter = Reporter(
-            audit=audit,
-            verbosity=settings.verbosity,
-            progress=settings.progress,
-            dry_run=settings.dry_run,
-            out=out,
-            err=err,
-            secrets=settings.s3.secrets(),
-            on_audit_error=lambda exc: state.fail(
-                AbortError(f"cannot write the audit log {settings.audit_log}: {describe(exc)}")
-            ),
-            dry_run_lines_to=err if settings.json_summary else out,
-        )
-        if warning:
-            reporter.warn(warning)
-        try:
-            stopped_early = _run(
-                settings,
-                client=client,
-                fs=fs,
-                reporter=reporter,
-                state=state,
-                sleep=sleep,
-                versioned=versioned,
-            )
-        finally:
-            reporter.close()
-    return _result(settings, reporter, state, counter, stopped_early)
 
 
 def _run(
@@ -195,7 +205,7 @@ def _run(
         probe=not settings.dry_run,
     )
     if settings.max_delete is not None and not (settings.no_delete or settings.dry_run):
-        _guard_deletes(settings, client, layout, retry)
+        _guard_deletes(settings, client, layout, retry, reporter)
 
     part_pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="s3drain-part")
     transfer = Transfer(
@@ -227,7 +237,7 @@ def _run(
             retry=replace(retry, stop_event=None),
             journal=journal,
             make_durable=lambda batch: _make_durable(fs, batch),
-            record=reporter.record,
+            record=reporter.record_pending,
             sync=reporter.sync,
             fatal=state.fail,
         )
@@ -251,7 +261,11 @@ def _make_durable(fs: LocalFS, batch: Sequence[Outcome]) -> None:
 
 
 def _selected(
-    settings: DrainSettings, record: ObjectRecord, folder: str, now: datetime
+    settings: DrainSettings,
+    record: ObjectRecord,
+    folder: str,
+    now: datetime,
+    matched: set[int] | None = None,
 ) -> str | None:
     age = (now - record.last_modified).total_seconds()
     return skip_reason(
@@ -261,7 +275,18 @@ def _selected(
         rules=settings.rules,
         min_age=settings.min_age,
         shard=settings.shard,
+        matched=matched,
     )
+
+
+def _warn_unused_rules(settings: DrainSettings, matched: set[int], reporter: Reporter) -> None:
+    for index, rule in enumerate(settings.rules):
+        if index not in matched:
+            kind = "--include" if rule.include else "--exclude"
+            reporter.warn(
+                f"{kind} {rule.pattern!r} matched no key: patterns match the path below the "
+                "prefix's folder ('*' stays in one folder, 'dir/**' takes a whole folder)"
+            )
 
 
 def _dispatch(ctx: _Context, client: S3Client, retry: RetryPolicy) -> str | None:
@@ -271,6 +296,7 @@ def _dispatch(ctx: _Context, client: S3Client, retry: RetryPolicy) -> str | None
     in_flight = threading.BoundedSemaphore(2 * settings.workers)
     taken = taken_bytes = pages_seen = 0
     stopped_early: str | None = None
+    matched: set[int] = set()
     pages = prefetch(list_pages(client, settings.bucket, settings.prefix, retry), state.stop)
     with ThreadPoolExecutor(settings.workers, thread_name_prefix="s3drain-worker") as pool:
         try:
@@ -278,7 +304,7 @@ def _dispatch(ctx: _Context, client: S3Client, retry: RetryPolicy) -> str | None
                 pages_seen += 1
                 reporter.listed(len(page))
                 for record in page:
-                    why = _selected(settings, record, folder, now)
+                    why = _selected(settings, record, folder, now, matched)
                     if why is not None:
                         reporter.filtered(record, why)
                         continue
@@ -293,6 +319,7 @@ def _dispatch(ctx: _Context, client: S3Client, retry: RetryPolicy) -> str | None
                     break
             else:
                 reporter.listing_finished()
+                _warn_unused_rules(settings, matched, reporter)
         except (ClientError, BotoCoreError) as exc:
             operation = "ListObjectsV2"
             if pages_seen == 0:
@@ -414,6 +441,8 @@ def _download(ctx: _Context, record: ObjectRecord, target: str) -> Outcome:
         return Outcome(record, Status.CHANGED, f"{exc}; the current version stays in S3")
     except Interrupted:
         return Outcome(record, Status.FAILED, "interrupted before it finished; left in S3")
+    except TempBusy as exc:
+        return Outcome(record, Status.FAILED, f"{exc}; left in S3", local_path=target)
     except OSError as exc:
         if is_storage_full(exc):
             state.fail(
@@ -446,6 +475,7 @@ def _finish(ctx: _Context, outcome: Outcome) -> None:
     if ctx.deleter is None:  # dry run or --no-delete: the object stays in S3
         ctx.reporter.record(outcome)
     else:
+        ctx.reporter.pending(outcome)
         ctx.deleter.submit(outcome)
 
 
@@ -454,13 +484,15 @@ def _guard_deletes(
     client: S3Client,
     layout: Layout,
     retry: RetryPolicy,
+    reporter: Reporter,
 ) -> None:
     """--max-delete: count what this run would delete before it touches anything."""
     folder = prefix_folder(settings.prefix)
     now = datetime.now(UTC)
-    would_delete = taken = taken_bytes = 0
+    would_delete = taken = taken_bytes = listed = 0
     try:
         for page in list_pages(client, settings.bucket, settings.prefix, retry):
+            listed += len(page)
             for record in page:
                 if _selected(settings, record, folder, now) is not None:
                     continue
@@ -485,12 +517,13 @@ def _guard_deletes(
         ) from None
     assert settings.max_delete is not None
     if would_delete > settings.max_delete:
+        reporter.listed(listed)  # what the guard saw is what the summary reports
         raise _guard_error(would_delete, settings.max_delete)
 
 
 def _guard_error(would_delete: int, max_delete: int) -> DeleteGuardError:
     return DeleteGuardError(
-        f"this run would delete {would_delete:,} objects, more than --max-delete "
+        f"this run would delete {plural(would_delete, 'object')}, more than --max-delete "
         f"{max_delete:,}; nothing was downloaded or deleted",
         hint="check --prefix, or raise --max-delete if that many is right",
     )
@@ -498,12 +531,15 @@ def _guard_error(would_delete: int, max_delete: int) -> DeleteGuardError:
 
 def _result(
     settings: DrainSettings,
-    reporter: Reporter,
+    reporter: Reporter | None,
     state: _RunState,
     counter: RequestCounter,
     stopped_early: str | None,
+    *,
+    started: bool,
+    hint: str | None = None,
 ) -> DrainResult:
-    totals = reporter.totals()
+    totals = reporter.totals() if reporter is not None else Totals.empty()
     if settings.dry_run and settings.max_delete is not None and not settings.no_delete:
         would_delete = sum(
             totals.counts.get(s.value, 0)
@@ -525,14 +561,20 @@ def _result(
         bucket=settings.bucket,
         prefix=settings.prefix,
         destination=str(settings.raw_dir),
-        audit_log=None if settings.dry_run else str(settings.audit_log),
+        audit_log=str(settings.audit_log) if reporter and reporter.audited else None,
         dry_run=settings.dry_run,
         no_delete=settings.no_delete,
         exit_code=code,
         error=error,
         requests=counter.snapshot(),
         stopped_early=stopped_early,
+        shard=str(settings.shard) if settings.shard else None,
     )
     return DrainResult(
-        exit_code=code, totals=totals, info=info, internal_error=state.internal_error
+        exit_code=code,
+        totals=totals,
+        info=info,
+        internal_error=state.internal_error,
+        started=started,
+        hint=hint if hint is not None else (state.fatal.hint if state.fatal else None),
     )

@@ -71,11 +71,16 @@ def _glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
-def rules_accept(rules: Sequence[FilterRule], rel_path: str) -> bool:
+def rules_accept(
+    rules: Sequence[FilterRule], rel_path: str, matched: set[int] | None = None
+) -> bool:
     """The first rule that matches decides; when none does, the path is taken unless the rules
-    contain an --include (then only what an include names is taken)."""
-    for rule in rules:
+    contain an --include (then only what an include names is taken). `matched` collects the
+    index of each rule that decided something, so a rule that never did can be reported."""
+    for index, rule in enumerate(rules):
         if rule.regex.match(rel_path):
+            if matched is not None:
+                matched.add(index)
             return rule.include
     return not any(rule.include for rule in rules)
 
@@ -107,11 +112,12 @@ def skip_reason(
     rules: Sequence[FilterRule],
     min_age: float | None,
     shard: Shard | None,
+    matched: set[int] | None = None,
 ) -> str | None:
     """Why this run does not take the object, or None when it does."""
     if not in_shard(key, shard):
         return f"belongs to another shard than {shard}"
-    if rules and not rules_accept(rules, rel_path):
+    if rules and not rules_accept(rules, rel_path, matched):
         return "not taken by --include/--exclude"
     if min_age is not None and age_seconds < min_age:
         return f"younger than --min-age ({age_seconds:.0f}s old)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 from collections.abc import Iterable
 
@@ -49,8 +50,33 @@ class LocalFS:
         self._known_dirs.add(path)
 
     def create_temp(self, path: str) -> int:
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-        return os.open(path, flags, 0o666)
+        """Open the temp file locked (flock), so no other run's sweep removes it while it is
+        written. Locked before it is truncated: if another run is writing this very file
+        (same key and ETag), raise BlockingIOError and leave its bytes alone."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def remove_if_unlocked(self, path: str) -> bool:
+        """Remove a stale temp file, unless a live writer holds its lock."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (FileNotFoundError, OSError):
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            self.remove(path)
+            return True
+        finally:
+            os.close(fd)
 
     def write(self, fd: int, data: bytes | memoryview) -> None:
         view = memoryview(data)

@@ -5,9 +5,11 @@ the same counts become the human summary, the `--json` object and the Prometheus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -35,6 +37,20 @@ class Totals:
     bytes_deleted: int
     retries: int
     seconds: float
+    bytes_by_status: Mapping[str, int] = field(default_factory=dict)  # listed sizes
+
+    @classmethod
+    def empty(cls) -> Totals:
+        return cls(
+            counts={},
+            filtered=0,
+            listed=0,
+            deleted=0,
+            bytes_downloaded=0,
+            bytes_deleted=0,
+            retries=0,
+            seconds=0.0,
+        )
 
     @property
     def left_in_s3(self) -> int:
@@ -57,6 +73,7 @@ class RunInfo:
     error: str | None = None
     requests: Mapping[str, int] = field(default_factory=dict)
     stopped_early: str | None = None  # why the run stopped taking objects (limits, abort)
+    shard: str | None = None  # "K/N" when --shard was given
 
 
 def plural(count: int, noun: str) -> str:
@@ -84,6 +101,7 @@ class Reporter:
         clock: Callable[[], float] = time.monotonic,
         on_audit_error: Callable[[OSError], None] | None = None,
         dry_run_lines_to: TextIO | None = None,
+        expected_objects: int | None = None,
     ) -> None:
         self._audit = audit
         self._verbosity = verbosity
@@ -97,6 +115,12 @@ class Reporter:
         self._lock = threading.RLock()
         self._started = clock()
         self._counts: Counter[str] = Counter()
+        self._sizes: Counter[str] = Counter()
+        self._expected = expected_objects  # --max-objects: an ETA before the listing ends
+        # Handed to the deleter, not yet recorded: the progress line counts them meanwhile.
+        self._pending = 0
+        self._pending_bytes = 0
+        self._audit_lines = 0
         self._filtered = 0
         self._listed = 0
         self._listing_done = False
@@ -116,9 +140,28 @@ class Reporter:
 
     # -- what the stages call ---------------------------------------------------------------
 
+    def pending(self, outcome: Outcome) -> None:
+        """The object is verified and waits for its delete: progress counts it already."""
+        with self._lock:
+            self._pending += 1
+            self._pending_bytes += outcome.bytes_downloaded
+
+    def record_pending(self, outcome: Outcome) -> None:
+        """The deleter's verdict on an object announced with `pending`."""
+        with self._lock:
+            self._pending -= 1
+            self._pending_bytes -= outcome.bytes_downloaded
+            self.record(outcome)
+
+    @property
+    def audited(self) -> bool:
+        """Did this run write to the audit log?"""
+        return self._audit_lines > 0
+
     def record(self, outcome: Outcome) -> None:
         with self._lock:
             self._counts[outcome.status.value] += 1
+            self._sizes[outcome.status.value] += outcome.record.size
             self._bytes_downloaded += outcome.bytes_downloaded
             if outcome.deleted:
                 self._deleted += 1
@@ -126,6 +169,7 @@ class Reporter:
             if self._audit is not None:
                 try:
                     self._audit.write(outcome)
+                    self._audit_lines += 1
                 except OSError as exc:
                     if self._on_audit_error is None:
                         raise
@@ -149,7 +193,7 @@ class Reporter:
     def retrying(self, what: str, exc: BaseException, attempt: int) -> None:
         with self._lock:
             self._retries += 1
-            if self._verbosity >= 1:
+            if self._verbosity >= 2:
                 self._line(
                     self._err, f"{'retry':<10} {what} after attempt {attempt}: {describe(exc)}"
                 )
@@ -181,7 +225,6 @@ class Reporter:
             self._clear_progress()
             if self._audit is not None:
                 self._audit.close()
-                self._audit = None
 
     def totals(self) -> Totals:
         with self._lock:
@@ -194,6 +237,7 @@ class Reporter:
                 bytes_deleted=self._bytes_deleted,
                 retries=self._retries,
                 seconds=self._clock() - self._started,
+                bytes_by_status=dict(self._sizes),
             )
 
     # -- output -----------------------------------------------------------------------------
@@ -241,17 +285,22 @@ class Reporter:
                 self._progress_visible = True
 
     def _progress_text(self) -> str:
-        done = sum(self._counts.values()) + self._filtered
+        done = sum(self._counts.values()) + self._filtered + self._pending
+        downloaded = self._bytes_downloaded + self._pending_bytes
         elapsed = max(self._clock() - self._started, 1e-6)
         rate = done / elapsed
         left = sum(self._counts.get(s.value, 0) for s in Status if s.leaves_object)
         text = (
-            f"{done:,} objects  {format_size(self._bytes_downloaded)}  {rate:,.0f} obj/s  "
-            f"{format_size(self._bytes_downloaded / elapsed)}/s  left in S3 {left:,}"
+            f"{done:,} objects  {format_size(downloaded)}  {rate:,.0f} obj/s  "
+            f"{format_size(downloaded / elapsed)}/s  left in S3 {left:,}"
         )
-        if not self._listing_done:
+        if self._listing_done:
+            total = self._listed
+        elif self._expected is not None:
+            total = self._expected
+        else:
             return f"{text}  (listed {self._listed:,} so far)"
-        remaining = max(self._listed - done, 0)
+        remaining = max(total - done, 0)
         eta = format_duration(remaining / rate) if rate > 0 else "?"
         return f"{text}  ETA {eta}"
 
@@ -297,11 +346,7 @@ def render_summary(totals: Totals, info: RunInfo) -> str:
             fate = "kept in S3 (--no-delete)"
         else:
             fate = "deleted from S3"
-        size = (
-            f"{format_size(totals.bytes_downloaded):>10}"
-            if status is Status.DOWNLOADED
-            else " " * 10
-        )
+        size = f"{format_size(totals.bytes_by_status.get(status.value, 0)):>10}"
         lines.append(f"  {status.value:<11}{count:>10,}  {size}  {fate}: {_FATE[status]}")
     if totals.filtered:
         lines.append(
@@ -352,6 +397,8 @@ def summary_json(totals: Totals, info: RunInfo) -> dict[str, Any]:
         "left_in_s3": totals.left_in_s3,
         "bytes_downloaded": totals.bytes_downloaded,
         "bytes_deleted": totals.bytes_deleted,
+        "bytes": {s.value: totals.bytes_by_status.get(s.value, 0) for s in Status},
+        "shard": info.shard,
         "retries": totals.retries,
         "requests": {"total": sum(info.requests.values()), "by_operation": dict(info.requests)},
         "audit_log": info.audit_log,
@@ -362,13 +409,18 @@ def _label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-_LAST_SUCCESS = re.compile(r"^s3drain_last_success_timestamp_seconds\{[^}]*\} (\S+)$", re.M)
+# Label values are quoted and may hold '}' (a prefix like `team}x/`): match them as strings.
+_LAST_SUCCESS = re.compile(
+    r'^s3drain_last_success_timestamp_seconds\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\} (\S+)$', re.M
+)
 
 
 def prometheus_text(
     totals: Totals, info: RunInfo, now: float, previous_success: float | None
 ) -> str:
     base = f'bucket="{_label_value(info.bucket)}",prefix="{_label_value(info.prefix)}"'
+    if info.shard is not None:
+        base += f',shard="{info.shard}"'
     last_success = now if info.exit_code == ExitCode.OK else previous_success
     rows: list[tuple[str, str, str, list[tuple[str, float]]]] = [
         (
@@ -439,12 +491,19 @@ def previous_success(path: Path) -> float | None:
 def write_atomically(path: Path, text: str) -> None:
     """The textfile collector may read at any moment: it must see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.s3drain-tmp")
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    # A unique temp name: two runs writing one path must not share (and truncate) one.
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".s3drain-tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)  # the collector runs as another user; mkstemp made it 0600
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def dumps_json(data: Mapping[str, Any]) -> str:

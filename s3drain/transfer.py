@@ -45,6 +45,10 @@ class ObjectChanged(Exception):
     """The object was overwritten (412) or removed (404) after it was listed."""
 
 
+class TempBusy(Exception):
+    """Another run holds this object's temp file: it is downloading the same version."""
+
+
 class Interrupted(Exception):
     """The run is stopping; this object was not finished and stays in S3."""
 
@@ -110,15 +114,15 @@ def download(t: Transfer, record: ObjectRecord, target: str) -> Downloaded:
     except (NotADirectoryError, FileExistsError) as exc:
         raise PathBlocked(f"a file is in the way of the folder {exc.filename or parent}") from None
     temp = temp_name_for(target, record.key, record.etag)
-    fd = t.fs.create_temp(temp)
+    try:
+        fd = t.fs.create_temp(temp)
+    except BlockingIOError:
+        raise TempBusy("another s3drain run is downloading this object right now") from None
     placed = False
     try:
-        try:
-            verified, version_id = _fill(t, record, fd)
-            t.fs.tag(fd, XATTR_ETAG, record.etag)
-            t.fs.fsync(fd)
-        finally:
-            t.fs.close(fd)
+        verified, version_id = _fill(t, record, fd)
+        t.fs.tag(fd, XATTR_ETAG, record.etag)
+        t.fs.fsync(fd)
         try:
             t.fs.link_into_place(temp, target)
         except FileExistsError:
@@ -128,6 +132,7 @@ def download(t: Transfer, record: ObjectRecord, target: str) -> Downloaded:
     finally:
         if not placed:
             _remove_quietly(t.fs, temp)
+        t.fs.close(fd)  # only now is the lock gone: no sweep ever takes a file being written
     return Downloaded(path=target, verified=verified, size=record.size, version_id=version_id)
 
 
@@ -332,7 +337,8 @@ def _fetch_part(
 
 
 def sweep_temp_files(root: str, fs: LocalFS) -> int:
-    """Remove temp files a killed run left behind. Runs under the lock, before any download."""
+    """Remove temp files a killed run left behind, before any download. Files another live
+    run is writing (into a shared --raw-dir) are locked and stay."""
     removed = 0
     folders = [root]
     while folders:
@@ -342,8 +348,7 @@ def sweep_temp_files(root: str, fs: LocalFS) -> int:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
                         folders.append(entry.path)
-                    elif is_temp_name(entry.name):
-                        fs.remove(entry.path)
+                    elif is_temp_name(entry.name) and fs.remove_if_unlocked(entry.path):
                         removed += 1
         except (FileNotFoundError, NotADirectoryError):
             continue

@@ -20,7 +20,7 @@ import pytest
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
 from s3drain.client import S3Client
-from s3drain.errors import ConfigError, DeleteGuardError, ExitCode, LockHeldError
+from s3drain.errors import ExitCode
 from s3drain.localfs import LocalFS
 from s3drain.lock import run_lock
 from s3drain.paths import XATTR_ETAG
@@ -739,8 +739,10 @@ def test_missing_bucket_is_a_config_error_and_leaves_no_trace(
     tmp_path: Path, s3mem: S3Client
 ) -> None:
     settings = replace(drain_settings(tmp_path / "base"), bucket="no-such-bucket")
-    with pytest.raises(ConfigError, match="does not exist"):
-        drain(settings, s3mem)
+    run = drain(settings, s3mem)
+    assert run.code == ExitCode.USAGE and not run.result.started
+    assert "does not exist" in (run.result.info.error or "")
+    assert run.result.info.requests == {"GetBucketVersioning": 1}
     assert list(tmp_path.iterdir()) == []  # no folders, no lock, no audit log
 
 
@@ -748,21 +750,23 @@ def test_second_run_on_same_base_is_refused(tmp_path: Path, s3mem: S3Client) -> 
     put_objects(s3mem, {f"{PREFIX}a.csv": b"a"})
     settings = drain_settings(tmp_path)
     settings.state_dir.mkdir(parents=True)
-    with (
-        run_lock(settings.state_dir, tmp_path),
-        pytest.raises(LockHeldError, match="changed nothing"),
-    ):
-        drain(settings, s3mem)
+    with run_lock(settings.state_dir, tmp_path):
+        run = drain(settings, s3mem)
+    assert run.code == ExitCode.LOCKED and not run.result.started
+    assert "changed nothing" in (run.result.info.error or "")
     assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+    assert not settings.audit_log.exists()
 
 
 def test_max_delete_guard_deletes_nothing(tmp_path: Path, s3mem: S3Client) -> None:
     put_objects(s3mem, {f"{PREFIX}{i}.csv": b"x" for i in range(12)})
     settings = drain_settings(tmp_path, max_delete=10)
 
-    with pytest.raises(DeleteGuardError, match="would delete 12 objects"):
-        drain(settings, s3mem)
+    run = drain(settings, s3mem)
 
+    assert run.code == ExitCode.DELETE_GUARD and not run.result.started
+    assert "would delete 12 objects" in (run.result.info.error or "")
+    assert run.result.totals.listed == 12
     assert len(bucket_keys(s3mem)) == 12
     assert local_tree(settings.raw_dir) == {}
     assert drain(replace(settings, max_delete=12), s3mem).code == ExitCode.OK
