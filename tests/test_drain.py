@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
-from s3drain.client import S3Client
+from s3drain.client import S3Client, make_client
+from s3drain.config import S3Settings
 from s3drain.errors import ExitCode
 from s3drain.localfs import LocalFS
 from s3drain.lock import run_lock
@@ -73,13 +74,47 @@ def test_drains_more_than_one_page_of_nested_keys(tmp_path: Path, s3mem: S3Clien
     assert len(lines) == 1234
     assert all(line["deleted"] and line["status"] == "downloaded" for line in lines)
     assert {line["key"] for line in lines} == set(objects)
-    assert all(line["verified"].startswith("md5") for line in lines)
+    assert all(line["verified"] == "crc32" for line in lines)  # botocore uploads carry one
     requests = run.result.info.requests
     assert requests["ListObjectsV2"] == 2
     assert requests["GetObject"] == 1234
     # one full batch of 1000, then the rest when the run ends (the timer is out of reach)
     assert requests["DeleteObjects"] == 2
     assert "downloaded" in run.summary and "result: ok" in run.summary
+
+
+def test_each_object_is_checked_by_the_checksum_s3_has_for_it(
+    tmp_path: Path, s3mem: S3Client
+) -> None:
+    """S3's own full-object checksum when the object has one (botocore validates it on the
+    stream); otherwise the MD5 of a single-part ETag; a multipart ETag leaves only the size."""
+    put_objects(s3mem, {f"{PREFIX}with-crc.csv": b"checksummed at upload"})
+    plain = make_client(S3Settings(region="us-east-1", access_key_id="k", secret_access_key="s"))
+    plain.meta.config.request_checksum_calculation = "when_required"
+    plain.put_object(Bucket=BUCKET, Key=f"{PREFIX}plain.csv", Body=b"no checksum stored")
+    upload = plain.create_multipart_upload(Bucket=BUCKET, Key=f"{PREFIX}multi.bin")
+    part = plain.upload_part(
+        Bucket=BUCKET,
+        Key=f"{PREFIX}multi.bin",
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        Body=b"m" * 1000,
+    )
+    plain.complete_multipart_upload(
+        Bucket=BUCKET,
+        Key=f"{PREFIX}multi.bin",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    settings = drain_settings(tmp_path)
+
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK
+    verified = {line["key"][len(PREFIX) :]: line["verified"] for line in audit_lines(settings)}
+    assert verified["with-crc.csv"] == "crc32"
+    assert verified["plain.csv"] == "md5"
+    assert verified["multi.bin"] == "size (multipart ETag: only the size was verified)"
 
 
 def test_prefix_without_slash_keeps_the_distinguishing_part(
