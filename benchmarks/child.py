@@ -1,0 +1,95 @@
+"""Run one contender as a child process and measure it: wall time, CPU, peak RSS.
+
+The contender is started by ``launch.py``, a bare interpreter that forks it, ``os.wait4``s it
+and writes that one child's rusage (including any child it waited for, such as a launcher's
+real binary). Two traps avoided: ``RUSAGE_CHILDREN`` of the runner sums every child it ever
+had and reports the largest peak RSS among them; and a child forked straight from the runner
+inherits the runner's RSS as its peak (see launch.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_KIB = 1024
+LAUNCHER = Path(__file__).resolve().parent / "launch.py"
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    exit_code: int
+    wall_seconds: float
+    cpu_seconds: float  # user + system
+    peak_rss_bytes: int
+    timed_out: bool
+
+
+class LauncherError(RuntimeError):
+    """The launcher wrote no figures (it was killed, or could not start)."""
+
+
+def run_child(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    stdout: Path,
+    stderr: Path,
+    timeout: float,
+) -> ChildResult:
+    stats = stdout.with_name("rusage.txt")
+    stats.unlink(missing_ok=True)
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        # A session of its own lets a timeout kill the launcher and everything below it.
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(LAUNCHER), str(stats), *argv],
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        expired = threading.Event()
+        watchdog = threading.Timer(timeout, _kill_group, (process.pid, expired))
+        watchdog.start()
+        try:
+            process.wait()
+        except BaseException:
+            # The bench itself is stopping (Ctrl-C, SIGTERM): take the contender with it.
+            _kill_group(process.pid, expired)
+            process.wait()
+            raise
+        finally:
+            watchdog.cancel()
+    if expired.is_set():
+        return ChildResult(-9, timeout, 0.0, 0, timed_out=True)
+    return _read_stats(stats)
+
+
+def _read_stats(path: Path) -> ChildResult:
+    try:
+        fields = dict(line.split("=", 1) for line in path.read_text().splitlines())
+    except (OSError, ValueError) as exc:
+        raise LauncherError(f"no figures from the launcher in {path}: {exc}") from exc
+    return ChildResult(
+        exit_code=int(fields["exit"]),
+        wall_seconds=float(fields["wall"]),
+        cpu_seconds=float(fields["user"]) + float(fields["system"]),
+        peak_rss_bytes=int(fields["maxrss_kib"]) * _KIB,  # Linux reports KiB
+        timed_out=False,
+    )
+
+
+def _kill_group(pid: int, expired: threading.Event) -> None:
+    expired.set()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)

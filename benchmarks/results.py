@@ -1,0 +1,119 @@
+"""Rows of the results table: one per scenario and contender, plus the server's ceiling."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from benchmarks.scenarios import MIB, Scenario
+
+OK = "ok"
+WRONG = "wrong"
+FAILED = "failed"
+TIMEOUT = "timeout"
+NOT_INSTALLED = "not installed"
+SKIPPED = "skipped"
+CEILING = "ceiling"
+CEILING_NAME = "server ceiling"
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: Scenario
+    contender: str
+    status: str
+    seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_rss_bytes: int | None = None
+    # Requests the server saw during the run, by S3 operation; None when nobody could count.
+    requests: tuple[tuple[str, int], ...] | None = None
+    note: str = ""
+
+    @property
+    def timed(self) -> bool:
+        """Only a verified result (or the ceiling) has a speed worth reporting."""
+        return self.status in (OK, CEILING) and self.seconds is not None and self.seconds > 0
+
+    @property
+    def objects_per_second(self) -> float | None:
+        return self.scenario.count / self.seconds if self.timed and self.seconds else None
+
+    @property
+    def mib_per_second(self) -> float | None:
+        if not self.timed or not self.seconds:
+            return None
+        return self.scenario.total_bytes / MIB / self.seconds
+
+    @property
+    def requests_per_object(self) -> float | None:
+        if self.requests is None:
+            return None
+        return sum(n for _, n in self.requests) / self.scenario.count
+
+    def requests_by_type(self) -> list[tuple[str, float]]:
+        """Per object, most frequent first."""
+        if self.requests is None:
+            return []
+        ordered = sorted(self.requests, key=lambda item: (-item[1], item[0]))
+        return [(op, n / self.scenario.count) for op, n in ordered]
+
+    @property
+    def cpu_per_1000_objects(self) -> float | None:
+        if self.cpu_seconds is None or self.status != OK:
+            return None
+        return self.cpu_seconds / self.scenario.count * 1000
+
+    @property
+    def peak_rss_mib(self) -> float | None:
+        if self.peak_rss_bytes is None or self.status != OK:
+            return None
+        return self.peak_rss_bytes / MIB
+
+
+def request_counts(counts: Counter[str] | None) -> tuple[tuple[str, int], ...] | None:
+    return None if counts is None else tuple(sorted(counts.items()))
+
+
+def aggregate(trials: Sequence[Row]) -> Row:
+    """One row for repeated runs: the median run's figures, the worst peak RSS.
+
+    Any trial that is not ok makes the row not ok: a tool that is right only sometimes is wrong.
+    """
+    bad = [trial for trial in trials if trial.status != OK]
+    if bad:
+        note = bad[0].note
+        if len(trials) > 1:
+            note = f"{len(bad)} of {len(trials)} runs not ok; {note}"
+        return replace(bad[0], note=note)
+    if len(trials) == 1:
+        return trials[0]
+    ordered = sorted(trials, key=lambda trial: trial.seconds or 0.0)
+    median = ordered[len(ordered) // 2]
+    cpu = statistics.median(trial.cpu_seconds or 0.0 for trial in trials)
+    peak = max(trial.peak_rss_bytes or 0 for trial in trials)
+    spread = (
+        f"median of {len(trials)} runs ({ordered[0].seconds:.2f} to {ordered[-1].seconds:.2f} s)"
+    )
+    return replace(median, cpu_seconds=cpu, peak_rss_bytes=peak, note=spread)
+
+
+def best_other(rows: Sequence[Row], scenario: str, exclude: str = "s3drain") -> Row | None:
+    """The fastest verified contender of ``scenario`` other than ``exclude``."""
+    candidates = [
+        row
+        for row in rows
+        if row.scenario.name == scenario
+        and row.status == OK
+        and row.contender != exclude
+        and row.seconds is not None
+    ]
+    return min(candidates, key=lambda row: row.seconds or 0.0, default=None)
+
+
+def find(rows: Sequence[Row], scenario: str, contender: str) -> Row | None:
+    return next(
+        (row for row in rows if row.scenario.name == scenario and row.contender == contender),
+        None,
+    )

@@ -1,0 +1,238 @@
+"""The server a bench talks to, the latency proxy in front of it, and who counts the requests.
+
+Our own moto server runs in its own process (``tests.support.server.MotoServer`` spawns
+``python -m moto.server``) with its request log in a file we own: counting requests from that
+log costs nothing, whereas a Python proxy in the path of every run would take one of this
+machine's two cores from the contenders. The proxy (``python -m tests.support.proxy``, its own
+process) is used where it is needed anyway: the latency scenario, and an external endpoint,
+whose log we cannot read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Protocol, Self
+from urllib.parse import urlsplit
+
+from benchmarks.s3 import DEFAULT_REGION, LOCAL_CREDENTIALS, Target, empty_prefix, make_client
+from tests.support.proxy import s3_operation, split_target
+from tests.support.server import MotoServer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PROXY_START_TIMEOUT = 20.0
+_PROXY_STOP_TIMEOUT = 10.0
+
+# werkzeug colours some request lines (206, 404, ...) even when writing to a file.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_REQUEST_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3})')
+
+
+class Backend(Protocol):
+    @property
+    def target(self) -> Target: ...
+
+    @property
+    def description(self) -> str: ...
+
+    def fresh(self, prefix: str, restart: bool) -> None:
+        """Make the server hold nothing under ``prefix`` before the next fill."""
+
+    def log_offset(self) -> int | None:
+        """A position in the request log, or None where there is no log to count from."""
+
+    def counts_since(self, offset: int) -> Counter[str]: ...
+
+    def close(self) -> None: ...
+
+
+class OwnMoto:
+    """A moto server on 127.0.0.1 that this bench starts, resets and restarts."""
+
+    def __init__(self, workdir: Path, bucket: str) -> None:
+        self._log = workdir / "moto-requests.log"
+        self._log.unlink(missing_ok=True)
+        self._server = MotoServer(log_path=self._log)
+        self._bucket = bucket
+
+    def start(self) -> OwnMoto:
+        self._server.start()
+        return self
+
+    @property
+    def target(self) -> Target:
+        key, secret = LOCAL_CREDENTIALS
+        return Target(self._server.url, self._bucket, DEFAULT_REGION, key, secret)
+
+    @property
+    def description(self) -> str:
+        return "moto server (local, one process)"
+
+    def fresh(self, prefix: str, restart: bool) -> None:
+        # moto keeps the memory of big objects after a reset (1 GiB stays in its RSS), so
+        # scenarios with big objects get a new server process instead.
+        if restart:
+            self._server.stop()
+            self._server.start()
+        else:
+            self._server.reset()
+
+    def log_offset(self) -> int | None:
+        return self._log.stat().st_size if self._log.exists() else 0
+
+    def counts_since(self, offset: int) -> Counter[str]:
+        with self._log.open("rb") as log:
+            log.seek(offset)
+            return count_log_lines(log.read().decode(errors="replace"))
+
+    def close(self) -> None:
+        self._server.close()
+        self._log.unlink(missing_ok=True)
+
+
+class ExternalServer:
+    """MinIO, real S3, ...: nothing to restart; the prefix is emptied instead."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+
+    @property
+    def target(self) -> Target:
+        return self._target
+
+    @property
+    def description(self) -> str:
+        return f"external endpoint {self._target.endpoint_url}"
+
+    def fresh(self, prefix: str, restart: bool) -> None:
+        client = make_client(self._target)
+        try:
+            empty_prefix(client, self._target.bucket, prefix)
+        finally:
+            client.close()
+
+    def log_offset(self) -> int | None:
+        return None
+
+    def counts_since(self, offset: int) -> Counter[str]:
+        raise RuntimeError("an external endpoint has no request log here")
+
+    def close(self) -> None:
+        pass
+
+
+def count_log_lines(text: str) -> Counter[str]:
+    """S3 operations in werkzeug request log lines, named as the proxy names them."""
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        match = _REQUEST_LINE.search(_ANSI.sub("", line))
+        if match is None or match.group(2).startswith("/moto-api"):
+            continue
+        _, bucket, key, params = split_target(match.group(2))
+        counts[s3_operation(match.group(1), bucket, key, params, {})] += 1
+    return counts
+
+
+def proxyable(url: str) -> bool:
+    """The proxy speaks plain HTTP only."""
+    return urlsplit(url).scheme == "http"
+
+
+def _with_port(url: str) -> str:
+    parts = urlsplit(url)
+    return url if parts.port else f"http://{parts.hostname}:80"
+
+
+class Route:
+    """Where a contender sends its requests, and who counts them.
+
+    Direct to our moto (counted from its log), or through a proxy process (latency and/or
+    counting). ``close()`` returns the counts, or None when nobody could count.
+    """
+
+    def __init__(self, backend: Backend, latency: float, workdir: Path) -> None:
+        self._backend = backend
+        self._offset: int | None = None
+        self._proxy: subprocess.Popen[str] | None = None
+        self._counts_file = workdir / "proxy-counts.json"
+        self._proxy_log = workdir / "proxy.log"
+        upstream = backend.target.endpoint_url
+        offset = backend.log_offset()
+        if latency == 0 and offset is not None:
+            self.url = upstream
+            self._offset = offset
+        elif proxyable(upstream):
+            self.url = self._start_proxy(_with_port(upstream), latency)
+        elif latency == 0:
+            self.url = upstream  # https: direct, uncounted
+        else:
+            raise ValueError("the latency proxy cannot sit in front of an https endpoint")
+
+    def _start_proxy(self, upstream: str, latency: float) -> str:
+        self._counts_file.unlink(missing_ok=True)
+        with self._proxy_log.open("ab") as log:
+            self._proxy = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "tests.support.proxy", "--upstream", upstream),
+                    *("--latency", str(latency), "--counts-file", str(self._counts_file)),
+                ],
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        url = _first_line(self._proxy.stdout)
+        if not url.startswith("http://"):
+            self._stop_proxy()
+            raise RuntimeError(f"the proxy did not start; see {self._proxy_log}")
+        return url
+
+    def _stop_proxy(self) -> None:
+        proxy, self._proxy = self._proxy, None
+        if proxy is None:
+            return
+        proxy.terminate()
+        try:
+            proxy.wait(_PROXY_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proxy.kill()
+            proxy.wait()
+        if proxy.stdout is not None:
+            proxy.stdout.close()
+
+    def close(self) -> Counter[str] | None:
+        if self._offset is not None:
+            return self._backend.counts_since(self._offset)
+        if self._proxy is None:
+            return None
+        self._stop_proxy()
+        # The proxy writes its counts on SIGTERM, after its last connection closed.
+        data = json.loads(self._counts_file.read_text())
+        return Counter({str(op): int(n) for op, n in data["counts"].items()})
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # After close() this does nothing; after a failure it stops the proxy unread.
+        self._stop_proxy()
+
+
+def _first_line(stream: IO[str] | None) -> str:
+    """The proxy prints its URL as soon as it listens; a dead one gives EOF, a hung one ""."""
+    if stream is None:
+        return ""
+    ready, _, _ = select.select([stream], [], [], _PROXY_START_TIMEOUT)
+    return stream.readline().strip() if ready else ""
