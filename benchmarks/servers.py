@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from benchmarks.s3 import DEFAULT_REGION, LOCAL_CREDENTIALS, Target, empty_prefix, make_client
 from tests.support.proxy import s3_operation, split_target
-from tests.support.server import MotoServer
+from tests.support.server import MotoServer, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PROXY_START_TIMEOUT = 20.0
@@ -198,12 +198,7 @@ class Route:
         proxy, self._proxy = self._proxy, None
         if proxy is None:
             return
-        proxy.terminate()
-        try:
-            proxy.wait(_PROXY_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
-            proxy.wait()
+        stop_process(proxy, _PROXY_STOP_TIMEOUT)
         if proxy.stdout is not None:
             proxy.stdout.close()
 

@@ -40,6 +40,16 @@ _session_lock = threading.Lock()
 _session: botocore.session.Session | None = None
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not gone after `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class ServerStartError(RuntimeError):
     """The moto server did not come up."""
 
@@ -149,14 +159,8 @@ class MotoServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, STOP_TIMEOUT)
 
     def close(self) -> None:
         """Stop the server and remove the log file this object created."""
