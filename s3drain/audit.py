@@ -7,8 +7,10 @@ It answers "what did s3drain delete, and where did it go?" long after the run:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,35 @@ def audit_entry(outcome: Outcome, run_id: str, bucket: str) -> dict[str, Any]:
     }
 
 
+ROOM_MARGIN = 256 * 1024
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """A run killed (or a disk filled) mid-line left half a line: cut the file back to its last
+    complete line, so every line parses (one bad line stops `jq`) and this run's first line is
+    not glued to the fragment. The fragment described a delete still in the journal."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    while end > 0:
+        start = max(0, end - 64 * 1024)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            os.ftruncate(fd, start + newline + 1)
+            return
+        end = start
+    os.ftruncate(fd, 0)
+
+
 class AuditLog:
     """Appends with O_APPEND, one write per line: a killed run never leaves half a line behind
     another line, and `tail -f` shows each object as it is decided. Opened at the first line,
@@ -49,15 +80,48 @@ class AuditLog:
 
     def write(self, outcome: Outcome) -> None:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-            self._fd = os.open(self.path, flags, 0o644)
+            self._fd = self._open()
         line = json.dumps(audit_entry(outcome, self._run_id, self._bucket), ensure_ascii=False)
-        data = (line + "\n").encode("utf-8", "surrogateescape")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        self._append((line + "\n").encode("utf-8", "surrogateescape"))
         self.lines += 1
+
+    def _open(self) -> int:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o644)
+        try:
+            _drop_torn_tail(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _append(self, data: bytes) -> None:
+        assert self._fd is not None
+        start = os.fstat(self._fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            # No half line left behind: take back what was written of this one.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise
+
+    def has_room(self, nbytes: int) -> bool:
+        """Will `nbytes` more fit? Free space on its file system, and the process's file-size
+        limit (ulimit -f), each with a margin for lines other threads write meanwhile."""
+        needed = nbytes + ROOM_MARGIN
+        folder = self.path.parent if self.path.parent.exists() else Path(".")
+        stats = os.statvfs(folder)
+        if stats.f_bavail * stats.f_frsize < needed:
+            return False
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft == resource.RLIM_INFINITY:
+            return True
+        size = os.fstat(self._fd).st_size if self._fd is not None else _size_or_zero(self.path)
+        return size + needed <= soft
 
     def sync(self) -> None:
         if self._fd is not None:

@@ -9,7 +9,10 @@
 
 "Matching": when s3drain recorded the object's ETag on the file at download, that ETag must be
 the listed one (so an older download never vouches for a newer upload); then the size, or with
---match checksum the MD5 against a single-part ETag.
+--match checksum the MD5 against a single-part ETag. A file without a recorded ETag (the ETL
+copied it, or the file system keeps no extended attributes) matches by size only if it was
+written after the object was uploaded: a copy cannot vouch for bytes that did not exist yet.
+S3 times have whole seconds, so "after" means at least a second after.
 """
 
 from __future__ import annotations
@@ -46,13 +49,20 @@ def match(record: ObjectRecord, local: LocalFile, mode: MatchMode) -> tuple[bool
         return False, f"it was downloaded from another version (ETag {local.etag})"
     if local.size != record.size:
         return False, f"it is {local.size} bytes, the object {record.size}"
-    if mode == "checksum":
-        if not record.etag_is_md5:
-            return True, "size (the ETag is not an MD5, so --match checksum fell back to size)"
+    if mode == "checksum" and record.etag_is_md5:
         if local.md5 != record.etag:
             return False, "its MD5 differs from the object's ETag"
         return True, "md5"
-    return True, "etag+size" if local.etag is not None else "size"
+    fallback = " (the ETag is not an MD5, so --match checksum fell back to size)"
+    note = fallback if mode == "checksum" else ""
+    if local.etag is not None:
+        return True, "etag+size" + note
+    if local.mtime < record.last_modified.timestamp() + 1.0:
+        return False, (
+            "it is older than the object and carries no recorded ETag, so it cannot be the "
+            "same upload"
+        )
+    return True, "size" + note
 
 
 def decide(

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,7 +33,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3drain.client import S3Client
-from s3drain.errors import ConfigError, DeleteGuardError, S3DrainError
+from s3drain.errors import AbortError, ConfigError, DeleteGuardError, S3DrainError
 from s3drain.records import ObjectRecord, Outcome, Status
 from s3drain.retry import RETRYABLE_CODES, RetryPolicy, describe, error_code, http_status
 
@@ -68,7 +69,11 @@ class DeleteJournal:
         self.path = path
 
     def write(self, outcomes: Sequence[Outcome]) -> None:
-        lines = [json.dumps(_journal_entry(o), ensure_ascii=True) + "\n" for o in outcomes]
+        self.keep([_journal_entry(o) for o in outcomes])
+
+    def keep(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Replace the journal with these entries (fsynced); none empties it."""
+        lines = [json.dumps(entry, ensure_ascii=True) + "\n" for entry in entries]
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             data = "".join(lines).encode()
@@ -113,44 +118,60 @@ def recover_journal(
     client: S3Client,
     bucket: str,
     retry: RetryPolicy,
+    *,
     record: Callable[[Outcome], None],
+    can_record: Callable[[], bool],
 ) -> int:
-    """Finish the bookkeeping of a run killed mid-delete: audit every journaled key S3 no longer
-    has. Keys still there are left to this run's normal course. Returns the number recovered."""
+    """Finish the bookkeeping of a run killed mid-delete: audit every journaled object S3 no
+    longer has. Asked with If-Match on the journaled ETag, so a newer upload at the same key
+    (412) does not hide that ours is gone. Objects still there are left to this run's normal
+    course; entries S3 could not answer for stay in the journal. Returns the number recovered."""
     recovered = 0
+    unanswered: list[dict[str, Any]] = []
     for entry in journal.pending():
-        params: dict[str, Any] = {"Bucket": bucket, "Key": entry["key"]}
-        if entry.get("version_id"):
-            params["VersionId"] = entry["version_id"]
+        params = {"Bucket": bucket, "Key": entry["key"], "IfMatch": f'"{entry["etag"]}"'}
         try:
             retry.run(f"HeadObject {entry['key']}", partial(client.head_object, **params))
-            continue  # still there: not deleted, the drain handles it
+            continue  # still there, unchanged: never deleted; the drain takes it as usual
         except ClientError as exc:
-            if http_status(exc) not in (404, 405):
+            if http_status(exc) not in (404, 405, 412):
+                unanswered.append(entry)
                 continue
         except BotoCoreError:
-            continue  # unknown: keep quiet rather than claim a delete
-        rec = ObjectRecord(
-            key=entry["key"],
-            size=int(entry["size"]),
-            etag=entry["etag"],
-            last_modified=datetime.fromisoformat(entry["last_modified"]),
-            version_id=entry.get("version_id"),
-        )
-        record(
-            Outcome(
-                record=rec,
-                status=Status(entry["status"]),
-                detail="delete confirmed after an interrupted run",
-                local_path=entry.get("local_path"),
-                deleted=True,
-                verified=entry.get("verified"),
-                bytes_downloaded=int(entry.get("bytes") or 0),
-            )
-        )
+            unanswered.append(entry)
+            continue
+        record(_recovered_outcome(entry))
         recovered += 1
-    journal.clear()
+    if can_record():
+        journal.keep(unanswered)
     return recovered
+
+
+def _recovered_outcome(entry: Mapping[str, Any]) -> Outcome:
+    rec = ObjectRecord(
+        key=entry["key"],
+        size=int(entry["size"]),
+        etag=entry["etag"],
+        last_modified=datetime.fromisoformat(entry["last_modified"]),
+        version_id=entry.get("version_id"),
+    )
+    return Outcome(
+        record=rec,
+        status=Status(entry["status"]),
+        detail="delete confirmed after an interrupted run",
+        local_path=entry.get("local_path"),
+        deleted=True,
+        verified=entry.get("verified"),
+        bytes_downloaded=int(entry.get("bytes") or 0),
+    )
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def fits_xml(key: str) -> bool:
+    """Can an XML 1.0 body (DeleteObjects) carry this key?"""
+    return _NOT_XML.search(key) is None
 
 
 _CLOSE = object()
@@ -168,6 +189,8 @@ class Deleter:
         journal: DeleteJournal,
         make_durable: Callable[[Sequence[Outcome]], None],
         record: Callable[[Outcome], None],
+        can_record: Callable[[], bool],
+        room_to_record: Callable[[Sequence[Outcome]], bool],
         sync: Callable[[], None],
         fatal: Callable[[S3DrainError], None],
     ) -> None:
@@ -177,6 +200,8 @@ class Deleter:
         self._journal = journal
         self._make_durable = make_durable
         self._record = record
+        self._can_record = can_record
+        self._room_to_record = room_to_record
         self._sync = sync
         self._fatal = fatal
         self._queue: queue.Queue[object] = queue.Queue(maxsize=2 * policy.batch_size)
@@ -222,6 +247,16 @@ class Deleter:
         if self._broken is not None:
             self._leave(batch, f"not deleted: {self._broken.message}")
             return
+        if not self._can_record() or not self._room_to_record(batch):
+            # A delete whose audit line cannot be written is not sent.
+            self._break(
+                AbortError(
+                    "no room to record deletes in the audit log (disk full or file-size limit): "
+                    "free space and run again; objects not deleted stay in S3"
+                )
+            )
+            self._leave(batch, "not deleted: the audit log cannot take its line")
+            return
         allowed = batch
         cap = self._policy.max_deletes
         if cap is not None and self._deletes_sent + len(batch) > cap:
@@ -259,7 +294,10 @@ class Deleter:
         for outcome in results:
             self._record(outcome)
         self._sync()
-        self._journal.clear()
+        if self._can_record():
+            self._journal.clear()
+        # Otherwise the journal stays: the next run asks S3 which of these keys are gone and
+        # writes their audit lines then.
 
     def _leave(self, outcomes: Sequence[Outcome], why: str) -> None:
         for outcome in outcomes:
@@ -285,8 +323,12 @@ class Deleter:
         return {"Key": record.key, **self._exactly(record)}
 
     def _delete_batch(self, batch: list[Outcome]) -> list[Outcome]:
-        pending = {o.record.key: o for o in batch}
-        results: list[Outcome] = []
+        # A key XML cannot carry (U+FFFE, U+FFFF) would make S3 reject the whole batch: it goes
+        # alone, in a DeleteObject's URL.
+        results = [self._delete_one(o) for o in batch if not fits_xml(o.record.key)]
+        pending = {o.record.key: o for o in batch if fits_xml(o.record.key)}
+        if not pending:
+            return results
         for attempt in range(1, self._retry.max_attempts + 1):
             objects = [self._identifier(o.record) for o in pending.values()]
             try:

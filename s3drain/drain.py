@@ -195,7 +195,14 @@ def _run(
         swept = sweep_temp_files(str(settings.raw_dir), fs)
         if swept:
             reporter.info(f"removed {swept} temporary file(s) left by an interrupted run")
-        recovered = recover_journal(journal, client, settings.bucket, retry, reporter.record)
+        recovered = recover_journal(
+            journal,
+            client,
+            settings.bucket,
+            retry,
+            record=reporter.record,
+            can_record=reporter.audit_healthy,
+        )
         if recovered:
             reporter.info(f"recorded {recovered} delete(s) an interrupted run had sent")
     layout = Layout.create(
@@ -238,6 +245,8 @@ def _run(
             journal=journal,
             make_durable=lambda batch: _make_durable(fs, batch),
             record=reporter.record_pending,
+            can_record=reporter.audit_healthy,
+            room_to_record=reporter.room_to_record,
             sync=reporter.sync,
             fatal=state.fail,
         )
@@ -443,6 +452,16 @@ def _download(ctx: _Context, record: ObjectRecord, target: str) -> Outcome:
         return Outcome(record, Status.FAILED, "interrupted before it finished; left in S3")
     except TempBusy as exc:
         return Outcome(record, Status.FAILED, f"{exc}; left in S3", local_path=target)
+    except (ClientError, BotoCoreError, TransientError) as exc:
+        # Before OSError: botocore's connection and timeout errors are OSErrors too.
+        if error_code(exc) == "AccessDenied" and not state.any_get_succeeded:
+            state.fail(
+                ConfigError(
+                    f"S3 denied GetObject on s3://{ctx.settings.bucket}/{record.key} "
+                    "(AccessDenied): the credentials need s3:GetObject on the prefix"
+                )
+            )
+        return Outcome(record, Status.FAILED, describe(exc))
     except OSError as exc:
         if is_storage_full(exc):
             state.fail(
@@ -452,15 +471,6 @@ def _download(ctx: _Context, record: ObjectRecord, target: str) -> Outcome:
                 )
             )
         return Outcome(record, Status.FAILED, f"local error: {describe(exc)}")
-    except (ClientError, BotoCoreError, TransientError) as exc:
-        if error_code(exc) == "AccessDenied" and not state.any_get_succeeded:
-            state.fail(
-                ConfigError(
-                    f"S3 denied GetObject on s3://{ctx.settings.bucket}/{record.key} "
-                    "(AccessDenied): the credentials need s3:GetObject on the prefix"
-                )
-            )
-        return Outcome(record, Status.FAILED, describe(exc))
     state.any_get_succeeded = True
     return Outcome(
         replace(record, version_id=done.version_id),

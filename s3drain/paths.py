@@ -189,6 +189,7 @@ class LocalFile:
     size: int = 0
     etag: str | None = None  # the ETag s3drain recorded on the file when it downloaded it
     md5: str | None = None  # computed only for --match checksum, when the size already matches
+    mtime: float = 0.0  # when the file was last written (seconds since the epoch)
 
 
 def look(
@@ -209,7 +210,9 @@ def look(
         # Found under another case: it is another key's file, not this one's.
         return LocalFile(path, Kind.OTHER)
     md5 = file_md5(path) if want_md5 and info.st_size == expect_size else None
-    return LocalFile(path, Kind.FILE, size=info.st_size, etag=read_etag(path), md5=md5)
+    return LocalFile(
+        path, Kind.FILE, size=info.st_size, etag=read_etag(path), md5=md5, mtime=info.st_mtime
+    )
 
 
 def read_etag(path: str) -> str | None:

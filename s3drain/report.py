@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -80,6 +80,14 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
+def printable(text: str) -> str:
+    """A key as it may be shown on a terminal: control characters, line breaks and the like
+    escaped (`\\x1b`, `\\n`), so a hostile key cannot move the cursor or fake a line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def mask(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret:
@@ -112,6 +120,7 @@ class Reporter:
         self._secrets = tuple(secrets)
         self._clock = clock
         self._on_audit_error = on_audit_error
+        self._audit_failed = False
         self._lock = threading.RLock()
         self._started = clock()
         self._counts: Counter[str] = Counter()
@@ -166,21 +175,39 @@ class Reporter:
             if outcome.deleted:
                 self._deleted += 1
                 self._bytes_deleted += outcome.record.size
-            if self._audit is not None:
+            if self._audit is not None and not self._audit_failed:
                 try:
                     self._audit.write(outcome)
                     self._audit_lines += 1
                 except OSError as exc:
+                    self._audit_failed = True
                     if self._on_audit_error is None:
                         raise
                     self._on_audit_error(exc)
             self._show(outcome)
 
+    def room_to_record(self, outcomes: Sequence[Outcome]) -> bool:
+        """Before a delete batch is sent: can the audit log take the batch's lines? (A delete
+        whose line cannot be written must not be sent.)"""
+        if self._audit is None:
+            return True
+        estimate = sum(600 + 3 * (len(o.record.key) + len(o.local_path or "")) for o in outcomes)
+        try:
+            return self._audit.has_room(estimate)
+        except OSError:
+            return False
+
+    def audit_healthy(self) -> bool:
+        """False once an audit line could not be written (or synced): nothing more may be
+        deleted, since its deletion could not be recorded."""
+        with self._lock:
+            return not self._audit_failed
+
     def filtered(self, record: ObjectRecord, why: str) -> None:
         with self._lock:
             self._filtered += 1
             if self._verbosity >= 1:
-                self._line(self._err, f"{'filtered':<10} {record.key}: {why}")
+                self._line(self._err, f"{'filtered':<10} {printable(record.key)}: {why}")
 
     def listed(self, count: int) -> None:
         with self._lock:
@@ -213,6 +240,7 @@ class Reporter:
                 try:
                     self._audit.sync()
                 except OSError as exc:
+                    self._audit_failed = True
                     if self._on_audit_error is None:
                         raise
                     self._on_audit_error(exc)
@@ -248,7 +276,8 @@ class Reporter:
             target = f" -> {outcome.local_path}" if outcome.local_path else ""
             why = f": {outcome.detail}" if outcome.detail else ""
             verb = _DRY_VERBS[outcome.status]
-            self._line(self._dry_out, f"{verb:<16} {r.key}{target} ({format_size(r.size)}){why}")
+            key = printable(r.key)
+            self._line(self._dry_out, f"{verb:<16} {key}{target} ({format_size(r.size)}){why}")
             return
         problem = outcome.status.leaves_object
         if self._verbosity >= 1:
@@ -257,12 +286,14 @@ class Reporter:
             fate = "deleted from S3" if outcome.deleted else "kept in S3"
             why = f": {outcome.detail}" if outcome.detail else ""
             size = format_size(r.size)
-            line = f"{outcome.status.value:<10} {r.key}{target} ({size}{checks}) {fate}{why}"
+            key = printable(r.key)
+            line = f"{outcome.status.value:<10} {key}{target} ({size}{checks}) {fate}{why}"
             self._line(self._err, line)
         elif problem:  # even with -q: a cron mail should say which objects need attention
             self._problems_shown += 1
             if self._problems_shown <= SHOWN_PROBLEMS:
-                self._line(self._err, f"s3drain: {outcome.status.value}: {r.key}: {outcome.detail}")
+                key = printable(r.key)
+                self._line(self._err, f"s3drain: {outcome.status.value}: {key}: {outcome.detail}")
             elif self._problems_shown == SHOWN_PROBLEMS + 1:
                 self._line(self._err, "s3drain: more objects left in S3: see the audit log")
 

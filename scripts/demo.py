@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,10 @@ def fill(url: str) -> None:
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}full-dump.bin", Body=os.urandom(40 * MiB))
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}../outside.csv", Body=b"a hostile key\n")
     s3.put_object(Bucket=BUCKET, Key="exports/2023/old.csv", Body=b"not under the prefix\n")
-    # The ETL already processed the first five batches of day 1 (moved them to processed/).
+    # The ETL already processed the first five batches of day 1 (copied them to processed/),
+    # some time after they were uploaded: s3drain trusts such a copy (one that carries no
+    # ETag it recorded) only when it was written after the object.
+    time.sleep(1.1)
     processed = DEMO / "processed" / "2024-05-01"
     processed.mkdir(parents=True)
     for batch in range(5):

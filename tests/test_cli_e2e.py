@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from s3drain.client import S3Client
-from tests.support.drainkit import bucket_keys, local_tree
+from tests.support.drainkit import bucket_keys, local_tree, place_copy
 from tests.support.proxy import FaultProxy, RequestInfo
 from tests.support.server import MotoServer, free_port
 
@@ -85,8 +85,7 @@ def test_drains_1500_keys_with_json_summary(tmp_path: Path, s3_url: str, s3: S3C
         f"{PREFIX}d{i % 4}/f{i:04d}.csv": f"{i}\n".encode() * (i % 9 + 1) for i in range(1500)
     }
     fill(s3, objects)
-    (tmp_path / "processed" / "d0").mkdir(parents=True)
-    (tmp_path / "processed" / "d0" / "f0000.csv").write_bytes(objects[f"{PREFIX}d0/f0000.csv"])
+    place_copy(tmp_path / "processed" / "d0" / "f0000.csv", objects[f"{PREFIX}d0/f0000.csv"])
 
     result = run_cli([*drain_args(tmp_path), "--json"], cli_env(s3_url))
 

@@ -33,8 +33,19 @@ def missing(path: str) -> LocalFile:
     return LocalFile(path, Kind.MISSING)
 
 
-def file(path: str, size: int = SIZE, etag: str | None = None, md5: str | None = None) -> LocalFile:
-    return LocalFile(path, Kind.FILE, size=size, etag=etag, md5=md5)
+UPLOADED = datetime(2024, 5, 2, tzinfo=UTC).timestamp()
+AFTER_UPLOAD = UPLOADED + 3600.0  # a copy made an hour after the object was uploaded
+BEFORE_UPLOAD = UPLOADED - 3600.0  # a file that existed before this upload
+
+
+def file(
+    path: str,
+    size: int = SIZE,
+    etag: str | None = None,
+    md5: str | None = None,
+    mtime: float = AFTER_UPLOAD,
+) -> LocalFile:
+    return LocalFile(path, Kind.FILE, size=size, etag=etag, md5=md5, mtime=mtime)
 
 
 def kind(path: str, k: Kind) -> LocalFile:
@@ -246,7 +257,7 @@ def test_folder_marker_is_skipped(mode: MatchMode) -> None:
 @pytest.mark.parametrize("k", [Kind.MISSING, Kind.DIR, Kind.BLOCKED, Kind.OTHER])
 @pytest.mark.parametrize("mode", ["size", "checksum"])
 def test_match_needs_a_regular_file(k: Kind, mode: MatchMode) -> None:
-    same, _how = match(record(), LocalFile(RAW, k, size=SIZE, md5=MD5), mode)
+    same, _how = match(record(), LocalFile(RAW, k, size=SIZE, md5=MD5, mtime=AFTER_UPLOAD), mode)
     assert same is False
 
 
@@ -293,3 +304,42 @@ def test_record_etag_shapes() -> None:
     assert record(MULTIPART).is_multipart is True
     assert record(MD5).is_multipart is False
     assert record(MD5).quoted_etag == f'"{MD5}"'
+
+
+# --- a file without a recorded ETag vouches only for an object uploaded before it was written --
+
+
+def test_an_older_copy_without_etag_is_not_the_processed_object() -> None:
+    """The ETL copied last week's a.csv into processed/; the producer has since uploaded a new
+    a.csv of the same size. The copy must not get the new upload deleted."""
+    old_copy = file(PROCESSED, mtime=BEFORE_UPLOAD)
+    decision = decide(record(), MAPPED, missing(RAW), old_copy, "size")
+    assert decision.action is Action.DOWNLOAD
+
+
+def test_an_older_raw_file_without_etag_is_a_conflict() -> None:
+    decision = decide(record(), MAPPED, file(RAW, mtime=BEFORE_UPLOAD), missing(PROCESSED), "size")
+    assert decision.action is Action.CONFLICT
+    assert "older than the object" in decision.reason
+
+
+def test_a_copy_within_the_upload_second_does_not_count() -> None:
+    # S3's LastModified has whole seconds: a file written in the same second cannot be
+    # told apart from one written just before the upload, so it is not trusted.
+    same_second = file(PROCESSED, mtime=UPLOADED + 0.5)
+    decision = decide(record(), MAPPED, missing(RAW), same_second, "size")
+    assert decision.action is Action.DOWNLOAD
+
+
+@pytest.mark.parametrize(
+    ("local", "mode"),
+    [
+        (file(PROCESSED, etag=MD5, mtime=BEFORE_UPLOAD), "size"),  # s3drain recorded it
+        (file(PROCESSED, md5=MD5, mtime=BEFORE_UPLOAD), "checksum"),  # the bytes are the same
+    ],
+)
+def test_an_older_copy_still_counts_when_its_identity_is_known(
+    local: LocalFile, mode: MatchMode
+) -> None:
+    decision = decide(record(), MAPPED, missing(RAW), local, mode)
+    assert decision.action is Action.PROCESSED

@@ -21,7 +21,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
+from s3drain.audit import AuditLog
 from s3drain.client import S3Client
+from s3drain.deleter import fits_xml
 from s3drain.errors import ExitCode
 from s3drain.localfs import LocalFS
 from s3drain.lock import run_lock
@@ -43,6 +45,7 @@ from tests.support.drainkit import (
     mock_aws,
     new_client,
     ok_response,
+    place_copy,
     put_objects,
 )
 
@@ -147,9 +150,9 @@ def test_processed_and_present_are_deleted_without_download(
     )
     settings = drain_settings(tmp_path)
     (settings.processed_dir).mkdir(parents=True)
-    (settings.processed_dir / "done.csv").write_bytes(b"12345")
+    place_copy(settings.processed_dir / "done.csv", b"12345")
     settings.raw_dir.mkdir(parents=True)
-    (settings.raw_dir / "half.csv").write_bytes(b"abc")
+    place_copy(settings.raw_dir / "half.csv", b"abc")
 
     run = drain(settings, s3mem)
 
@@ -873,7 +876,7 @@ def test_folders_are_fsynced_before_their_deletes(tmp_path: Path, s3mem: S3Clien
     )
     settings = drain_settings(tmp_path, delete_flush_seconds=60)
     (settings.raw_dir / "c").mkdir(parents=True)
-    (settings.raw_dir / "c" / "old.csv").write_bytes(b"old")  # present: written by someone else
+    place_copy(settings.raw_dir / "c" / "old.csv", b"old")  # present: written by someone else
     events: list[str] = []
     inject(s3mem, lambda op, call: events.append("delete") if op == "DeleteObjects" else None)
 
@@ -898,3 +901,143 @@ def test_failed_fsync_means_no_delete(tmp_path: Path, s3mem: S3Client) -> None:
     assert run.code == ExitCode.PARTIAL
     assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
     assert "could not be fsynced" in audit_lines(settings)[0]["detail"]
+
+
+def test_a_key_xml_cannot_carry_is_deleted_on_its_own(tmp_path: Path, s3mem: S3Client) -> None:
+    odd = f"{PREFIX}nonchar-\ufffe.bin"
+    put_objects(s3mem, {odd: b"odd", f"{PREFIX}a.csv": b"a", f"{PREFIX}b.csv": b"b"})
+    settings = drain_settings(tmp_path, delete_flush_seconds=60)
+    singles: list[str] = []
+
+    def note(operation: str, call: Call) -> None:
+        if operation == "DeleteObject":
+            singles.append(call.params["url_path"])
+
+    injector = inject(s3mem, note)
+    run = drain(settings, s3mem)
+
+    assert run.code == ExitCode.OK, run.err
+    assert bucket_keys(s3mem) == set()
+    assert injector.seen == {**injector.seen, "DeleteObject": 1, "DeleteObjects": 1}
+    assert len(singles) == 1
+
+
+def test_fits_xml() -> None:
+    assert fits_xml("exports/été/☃/𝄞.csv")
+    assert not fits_xml("a\ufffeb") and not fits_xml("a\uffffb") and not fits_xml("a\x01b")
+
+
+def test_audit_log_failure_stops_deletes_and_the_next_run_catches_up(
+    tmp_path: Path, s3mem: S3Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = {f"{PREFIX}{i:02d}.csv": f"{i}".encode() for i in range(30)}
+    put_objects(s3mem, objects)
+    settings = drain_settings(tmp_path, workers=2, delete_flush_seconds=0.05)
+    real_append = AuditLog._append
+    written = {"n": 0}
+
+    def fill_up(self: AuditLog, data: bytes) -> None:
+        written["n"] += 1
+        if written["n"] > 5:
+            if written["n"] == 6:  # the disk fills mid-line, as a crash would leave it
+                os.write(self._fd or 0, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_append(self, data)
+
+    monkeypatch.setattr(AuditLog, "_append", fill_up)
+    first = drain(settings, s3mem)
+    monkeypatch.setattr(AuditLog, "_append", real_append)
+
+    assert first.code == ExitCode.ABORTED
+    assert "audit log" in (first.result.info.error or "")
+    deleted = set(objects) - bucket_keys(s3mem)
+    lines = settings.audit_log.read_text().splitlines()
+    recorded = {json.loads(line)["key"] for line in lines[:5]}
+    owed = deleted - recorded
+    journal = settings.state_dir / "deletes-in-flight.jsonl"
+    assert {json.loads(line)["key"] for line in journal.read_text().splitlines()} >= owed
+
+    second = drain(settings, s3mem)
+
+    assert second.code == ExitCode.OK, second.err
+    audit = audit_lines(settings)  # every line parses: the torn one was ended, not glued on
+    assert {line["key"] for line in audit if line["deleted"]} == set(objects)
+    assert local_tree(settings.raw_dir) == {k[len(PREFIX) :]: v for k, v in objects.items()}
+
+
+def test_journal_recovery_sees_through_a_new_upload(tmp_path: Path, s3mem: S3Client) -> None:
+    """Killed after S3 deleted the journaled version; since then the producer uploaded a new
+    one at the same key. The old version's delete must still be recorded."""
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"the new upload"})
+    settings = drain_settings(tmp_path, no_delete=True)
+    settings.state_dir.mkdir(parents=True)
+    entry = {
+        "key": f"{PREFIX}a.csv",
+        "size": 3,
+        "etag": md5(b"old"),
+        "version_id": None,
+        "last_modified": "2026-01-01T00:00:00+00:00",
+        "status": "downloaded",
+        "local_path": str(settings.raw_dir / "a.csv"),
+        "verified": "md5",
+        "bytes": 3,
+    }
+    (settings.state_dir / "deletes-in-flight.jsonl").write_text(json.dumps(entry) + "\n")
+
+    drain(settings, s3mem)
+
+    recovered = [line for line in audit_lines(settings) if line["etag"] == md5(b"old")]
+    assert len(recovered) == 1 and recovered[0]["deleted"] is True
+
+
+def test_keys_are_printed_with_control_characters_escaped(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}esc\x1b[2J\rfake.csv": b"x"})
+    run = drain(drain_settings(tmp_path), s3mem)
+    assert run.count("refused") == 1
+    assert "\x1b" not in run.err and "\r" not in run.err
+    assert "esc\\x1b[2J\\rfake.csv" in run.err
+
+
+def test_timeouts_are_s3_failures_not_local_errors(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a"})
+    inject(
+        s3mem,
+        lambda op, call: ReadTimeoutError(endpoint_url="http://x") if op == "GetObject" else None,
+    )
+    run = drain(drain_settings(tmp_path), s3mem)
+    detail = audit_lines(drain_settings(tmp_path))[0]["detail"]
+    assert run.code == ExitCode.PARTIAL
+    assert "ReadTimeoutError" in detail and "local error" not in detail
+
+
+def test_access_denied_on_listing_is_a_config_error(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a"})
+    injector = inject(
+        s3mem,
+        lambda op, call: error_response(403, "AccessDenied") if op == "ListObjectsV2" else None,
+    )
+    run = drain(drain_settings(tmp_path), s3mem)
+    injector.rule = lambda op, call: None  # let the check below list the bucket
+    assert run.code == ExitCode.USAGE
+    assert "s3:ListBucket" in (run.result.info.error or "")
+    assert bucket_keys(s3mem) == {f"{PREFIX}a.csv"}
+
+
+def test_no_permission_to_read_versioning_only_warns(tmp_path: Path, s3mem: S3Client) -> None:
+    put_objects(s3mem, {f"{PREFIX}a.csv": b"a"})
+    inject(
+        s3mem,
+        lambda op, call: (
+            error_response(403, "AccessDenied") if op == "GetBucketVersioning" else None
+        ),
+    )
+    run = drain(drain_settings(tmp_path), s3mem)
+    assert run.code == ExitCode.OK
+    assert "cannot read the bucket's versioning" in run.err
+    assert bucket_keys(s3mem) == set()
+
+
+def test_audit_log_room_check(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", "run", "bucket")
+    assert log.has_room(1024)
+    assert not log.has_room(10**18)  # more than any disk here

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.drainkit import bucket_keys, local_tree
+from tests.support.drainkit import bucket_keys, local_tree, place_copy
 from tests.support.proxy import FaultProxy, RequestInfo
 from tests.support.server import S3Client
 from tests.test_cli_e2e import (
@@ -149,7 +149,7 @@ def test_dry_run_changes_nothing_and_says_what_would_happen(
     fill(s3, TREE)
     base = tmp_path / "base"
     (base / "processed").mkdir(parents=True)
-    (base / "processed" / "a.csv").write_bytes(TREE[f"{PREFIX}a.csv"])  # would delete
+    place_copy(base / "processed" / "a.csv", TREE[f"{PREFIX}a.csv"])  # would delete
     (base / "raw").mkdir()
     (base / "raw" / "b.txt").write_bytes(b"not the object")  # would keep: a conflict
     before = snapshot(base)
@@ -367,7 +367,7 @@ def test_max_delete_exceeded_exits_4_and_touches_nothing(
     fill(s3, TREE)
     base = tmp_path / "base"
     (base / "processed").mkdir(parents=True)
-    (base / "processed" / "a.csv").write_bytes(TREE[f"{PREFIX}a.csv"])  # a delete too
+    place_copy(base / "processed" / "a.csv", TREE[f"{PREFIX}a.csv"])  # a delete too
 
     result = drain(tmp_path, s3_url, base, "--max-delete", "4")
 
@@ -744,7 +744,7 @@ def test_json_summary_schema_on_a_partial_run(tmp_path: Path, s3_url: str, s3: S
     s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}folder/", Body=b"")  # a folder marker: skipped
     base = tmp_path / "base"
     (base / "processed").mkdir(parents=True)
-    (base / "processed" / "b.txt").write_bytes(TREE[f"{PREFIX}b.txt"])
+    place_copy(base / "processed" / "b.txt", TREE[f"{PREFIX}b.txt"])
     (base / "raw").mkdir()
     (base / "raw" / "a.csv").write_bytes(b"in the way")
 

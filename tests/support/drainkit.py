@@ -8,6 +8,7 @@ import io
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,6 +84,16 @@ def drain(
         settings, out=out, err=err, client=client, fs=fs, sleep=lambda _: None, stop=stop
     )
     return RunOutput(result, out.getvalue(), err.getvalue())
+
+
+def place_copy(path: Path, data: bytes) -> None:
+    """A local copy made after the upload, as an ETL's copy into processed/ would be: its
+    mtime is set a minute ahead, since s3drain trusts an xattr-less copy only when it was
+    written after the object (S3's LastModified has whole seconds)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    later = time.time() + 60
+    os.utime(path, (later, later))
 
 
 def put_objects(client: S3Client, objects: Mapping[str, bytes], bucket: str = BUCKET) -> None:
