@@ -324,9 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument(
         "--multipart-threshold",
         metavar="SIZE",
-        help="objects this large are fetched as parallel ranges (default 16MiB)",
+        help="objects this large may be fetched as parallel ranges (default 16MiB)",
     )
-    speed.add_argument("--part-size", metavar="SIZE", help="size of each range (default 8MiB)")
+    speed.add_argument(
+        "--part-size",
+        metavar="SIZE",
+        help="the smallest range (default 8MiB). A large object is split only into as many "
+        "ranges as there are idle workers: many large files stream whole, side by side; a "
+        "lone huge one fans out",
+    )
 
     drain.add_argument(
         "--metrics-file",
