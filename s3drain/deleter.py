@@ -174,6 +174,18 @@ def fits_xml(key: str) -> bool:
     return _NOT_XML.search(key) is None
 
 
+def _split_by_xml(batch: Sequence[Outcome]) -> tuple[dict[str, Outcome], list[Outcome]]:
+    """The batch by key, for DeleteObjects, and the outcomes whose key XML cannot carry."""
+    fits: dict[str, Outcome] = {}
+    alone: list[Outcome] = []
+    for outcome in batch:
+        if fits_xml(outcome.record.key):
+            fits[outcome.record.key] = outcome
+        else:
+            alone.append(outcome)
+    return fits, alone
+
+
 _CLOSE = object()
 
 
@@ -325,8 +337,8 @@ class Deleter:
     def _delete_batch(self, batch: list[Outcome]) -> list[Outcome]:
         # A key XML cannot carry (U+FFFE, U+FFFF) would make S3 reject the whole batch: it goes
         # alone, in a DeleteObject's URL.
-        results = [self._delete_one(o) for o in batch if not fits_xml(o.record.key)]
-        pending = {o.record.key: o for o in batch if fits_xml(o.record.key)}
+        pending, alone = _split_by_xml(batch)
+        results = [self._delete_one(o) for o in alone]
         if not pending:
             return results
         for attempt in range(1, self._retry.max_attempts + 1):

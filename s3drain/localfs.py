@@ -66,7 +66,7 @@ class LocalFS:
         """Remove a stale temp file, unless a live writer holds its lock."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except (FileNotFoundError, OSError):
+        except OSError:  # gone already, or not ours to open
             return False
         try:
             try:

@@ -129,7 +129,6 @@ class Reporter:
         # Handed to the deleter, not yet recorded: the progress line counts them meanwhile.
         self._pending = 0
         self._pending_bytes = 0
-        self._audit_lines = 0
         self._filtered = 0
         self._listed = 0
         self._listing_done = False
@@ -165,7 +164,7 @@ class Reporter:
     @property
     def audited(self) -> bool:
         """Did this run write to the audit log?"""
-        return self._audit_lines > 0
+        return self._audit is not None and self._audit.lines > 0
 
     def record(self, outcome: Outcome) -> None:
         with self._lock:
@@ -178,7 +177,6 @@ class Reporter:
             if self._audit is not None and not self._audit_failed:
                 try:
                     self._audit.write(outcome)
-                    self._audit_lines += 1
                 except OSError as exc:
                     self._audit_failed = True
                     if self._on_audit_error is None:

@@ -257,22 +257,14 @@ def _fetch_ranged(
     t: Transfer, record: ObjectRecord, fd: int, plan: list[tuple[int, int]]
 ) -> tuple[str, str | None]:
     t.fs.allocate(fd, record.size)
-    ranges = iter(plan)
     digest = _OrderedDigest(t.fs, fd) if record.etag_is_md5 else None
     abort = threading.Event()
     answers: list[_PartAnswer] = []
-    running: dict[Future[None], tuple[int, int]] = {}
-
-    def submit_next() -> None:
-        part = next(ranges, None)
-        if part is not None:
-            future = t.part_pool.submit(
-                _fetch_part, t, record, fd, part, abort=abort, answers=answers
-            )
-            running[future] = part
-
-    for _ in range(len(plan)):  # one slot was reserved for each range
-        submit_next()
+    # All at once: a GET slot was reserved for each range.
+    running: dict[Future[None], tuple[int, int]] = {
+        t.part_pool.submit(_fetch_part, t, record, fd, part, abort=abort, answers=answers): part
+        for part in plan
+    }
     try:
         while running:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -281,7 +273,6 @@ def _fetch_ranged(
                 future.result()
                 if digest is not None:
                     digest.add(start, end + 1)
-                submit_next()
     except BaseException:
         abort.set()
         for future in running:
