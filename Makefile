@@ -28,9 +28,11 @@ test: lint
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-# The target a nightly ETL puts before its own: drain with the settings in config/.env.
+# The target a nightly ETL puts before its own: drain with the settings in config/.env
+# (or `make drain ENV_FILE=/etc/s3drain/nightly.env`).
+ENV_FILE ?= config/.env
 drain: $(STAMP)
-	$(PY) -m s3drain --env-file config/.env
+	$(PY) -m s3drain --env-file $(ENV_FILE)
 
 # Side-by-side throughput against a local S3 (see benchmarks/README.md); writes
 # benchmarks/RESULTS.md. A benchmark, not a test: nothing here asserts timings.
