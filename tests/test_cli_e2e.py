@@ -228,6 +228,18 @@ def test_missing_bucket(tmp_path: Path, s3_url: str) -> None:
     assert_clean_error(result, 2, "does not exist", BUCKET)
 
 
+def test_missing_credentials(tmp_path: Path, s3_url: str) -> None:
+    # No keys anywhere: not in the environment, no ~/.aws, no instance role to ask.
+    env = {k: v for k, v in cli_env(s3_url).items() if not k.startswith("AWS_ACCESS_KEY_ID")}
+    env.pop("AWS_SECRET_ACCESS_KEY")
+    env.update(HOME=str(tmp_path / "home"), AWS_EC2_METADATA_DISABLED="true")
+
+    result = run_cli(drain_args(tmp_path / "base"), env)
+
+    assert_clean_error(result, 2, "no AWS credentials found", "AWS_ACCESS_KEY_ID")
+    assert not (tmp_path / "base").exists()
+
+
 def test_unreachable_endpoint(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = run_cli([*drain_args(tmp_path), "--max-attempts", "2"], cli_env(url))

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from moto import mock_aws
 
+from s3drain.client import make_client
 from s3drain.config import (
     DEFAULT_ENV_FILE,
     DrainSettings,
@@ -815,3 +817,14 @@ def test_format_size_round_trips(num_bytes: int) -> None:
 )
 def test_format_duration(seconds: float, expected: str) -> None:
     assert format_duration(seconds) == expected
+
+
+@pytest.mark.parametrize("workers", [1, 16, 64])
+def test_connection_pool_is_never_smaller_than_the_workers(tmp_path: Path, workers: int) -> None:
+    """One client for all threads: with fewer pooled connections than workers, urllib3 would
+    open and drop connections on every request ("Connection pool is full")."""
+    settings = load(tmp_path, {"workers": str(workers)})
+    assert settings.s3.max_pool_connections >= workers
+    with mock_aws():
+        client = make_client(settings.s3)
+    assert vars(client.meta.config)["max_pool_connections"] == settings.s3.max_pool_connections
