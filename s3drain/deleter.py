@@ -46,7 +46,7 @@ class DeletePolicy:
     mode: str = "batch"  # or "single"
     conditional: bool = True
     batch_size: int = MAX_BATCH
-    flush_seconds: float = 2.0
+    flush_seconds: float = 5.0
     single_workers: int = 16
     max_deletes: int | None = None  # a hard cap behind --max-delete
     versioned: bool = False

@@ -310,8 +310,9 @@ def _kill_plan(
         return KillPlan(delay=rng.uniform(0.0, 0.02), op=delete_op, stall=True)
     to_fetch = [b for b in corpus.drainable if b.size > 0 and b not in corpus.processed]
     gets = sum(-(-b.size // MiB) if b.size >= MiB else 1 for b in to_fetch)
-    # Single mode sends one delete per object; batch mode one per 2 s or 1000 keys.
-    deletes = len(corpus.drainable) if delete_mode == "single" else 2
+    # Single mode sends one delete per object; batch mode one per 5 s or 1000 keys, so a
+    # trial's few hundred objects usually go in one batch at the end.
+    deletes = len(corpus.drainable) if delete_mode == "single" else 1
     op, count = rng.choice(
         (
             ("ListObjectsV2", 1),
