@@ -98,15 +98,16 @@ class AuditLog:
 
     def _append(self, data: bytes) -> None:
         assert self._fd is not None
-        start = os.fstat(self._fd).st_size
         view = memoryview(data)
         try:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError:
-            # No half line left behind: take back what was written of this one.
+            # No half line left behind: take back what was written of this one. Worked out
+            # only on failure, so the usual line costs no extra fstat.
+            written = len(data) - len(view)
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, start)
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
             raise
 
     def has_room(self, nbytes: int) -> bool:
