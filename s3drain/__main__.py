@@ -2,6 +2,6 @@
 
 import sys
 
-from s3drain.cli import main
+from s3drain.cli.main import main
 
 sys.exit(main())

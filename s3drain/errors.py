@@ -1,4 +1,4 @@
-"""Exit codes and the few exceptions that end a run with one of them.
+"""Exit codes, the few exceptions that end a run with one of them, and any error as one line.
 
 Every code is documented in the README; schedulers branch on them, so they never change meaning.
 """
@@ -6,6 +6,8 @@ Every code is documented in the README; schedulers branch on them, so they never
 from __future__ import annotations
 
 from enum import IntEnum
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 
 class ExitCode(IntEnum):
@@ -47,3 +49,40 @@ class AbortError(S3DrainError):
     """The run cannot go on (disk full, S3 gone); objects not yet handled stay in S3."""
 
     exit_code = ExitCode.ABORTED
+
+
+class TransientError(Exception):
+    """A step saw something a new attempt can cure: a short body, a checksum mismatch."""
+
+
+def error_code(exc: BaseException) -> str | None:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or "") or None
+    return None
+
+
+def http_status(exc: BaseException) -> int | None:
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status is not None else None
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the audit log and the terminal; never a traceback, never a secret."""
+    return " ".join(_describe(exc).split())
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = http_status(exc)
+        code = error.get("Code") or "Error"
+        message = error.get("Message") or ""
+        return f"{status} {code}: {message}".strip().rstrip(":") if status else f"{code}: {message}"
+    if isinstance(exc, BotoCoreError | TransientError):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or type(exc).__name__}{where}"
+    return f"{type(exc).__name__}: {exc}"

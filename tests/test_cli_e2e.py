@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from s3drain.client import S3Client
+from s3drain.s3.client import S3Client
 from tests.support.drainkit import bucket_keys, local_tree, place_copy
 from tests.support.proxy import FaultProxy, RequestInfo
 from tests.support.server import MotoServer, free_port

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from s3drain.client import RequestCounter, make_client, parse_timestamp
-from s3drain.config import S3Settings
+from s3drain.config.s3 import S3Settings
+from s3drain.s3.client import RequestCounter, make_client, parse_timestamp
 
 
 @pytest.mark.parametrize(

@@ -11,17 +11,9 @@ from pathlib import Path
 import pytest
 from moto import mock_aws
 
-from s3drain.client import make_client
-from s3drain.config import (
-    DEFAULT_ENV_FILE,
-    DrainSettings,
-    S3Settings,
-    Sources,
-    load_drain_settings,
-    load_s3_settings,
-)
-from s3drain.errors import ConfigError, ExitCode
-from s3drain.filters import (
+from s3drain.config.s3 import S3Settings, load_s3_settings
+from s3drain.config.sources import DEFAULT_ENV_FILE, Sources
+from s3drain.drain.filters import (
     Shard,
     compile_rule,
     in_shard,
@@ -29,6 +21,9 @@ from s3drain.filters import (
     rules_accept,
     skip_reason,
 )
+from s3drain.drain.settings import DrainSettings, load_drain_settings
+from s3drain.errors import ConfigError, ExitCode
+from s3drain.s3.client import make_client
 from s3drain.units import format_duration, format_size, parse_duration, parse_size
 
 KiB = 1024

@@ -14,14 +14,11 @@ from typing import Any
 
 import pytest
 
-from s3drain.cli import build_parser
-from s3drain.config import (
-    ENV_NAMES,
-    Sources,
-    load_drain_settings,
-    load_ingest_settings,
-)
-from s3drain.ingest_plan import Layout, collect, plan
+from s3drain.cli.parser import build_parser
+from s3drain.config.sources import ENV_NAMES, Sources
+from s3drain.drain.settings import load_drain_settings
+from s3drain.ingest.plan import Layout, collect, plan
+from s3drain.ingest.settings import load_ingest_settings
 
 REPO = Path(__file__).resolve().parents[1]
 yaml = pytest.importorskip("yaml")  # comes with moto[server]; types are not needed here

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from s3drain.config import MatchMode
-from s3drain.decide import Action, Decision, decide, match
-from s3drain.paths import FolderMarker, Kind, LocalFile, MappedPath, Refusal
+from s3drain.drain.decide import Action, Decision, decide, match
+from s3drain.drain.settings import MatchMode
+from s3drain.local.paths import FolderMarker, Kind, LocalFile, MappedPath, Refusal
 from s3drain.records import ObjectRecord
 
 DATA = b"0123456789"

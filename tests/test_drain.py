@@ -21,14 +21,14 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
 
-from s3drain.audit import AuditLog
-from s3drain.client import S3Client
-from s3drain.deleter import fits_xml
+from s3drain.drain.deleter import fits_xml
+from s3drain.drain.transfer import GetSlots, plan_ranges
 from s3drain.errors import ExitCode
-from s3drain.localfs import LocalFS
-from s3drain.lock import run_lock
-from s3drain.paths import XATTR_ETAG
-from s3drain.transfer import GetSlots, plan_ranges
+from s3drain.local.audit import AuditLog
+from s3drain.local.fs import LocalFS
+from s3drain.local.lock import run_lock
+from s3drain.local.paths import XATTR_ETAG
+from s3drain.s3.client import S3Client
 from tests.support.drainkit import (
     BUCKET,
     PREFIX,

@@ -27,15 +27,16 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-import s3drain.ingest_plan
-from s3drain.cli import main
-from s3drain.client import S3Client, make_client
-from s3drain.config import IngestSettings, S3Settings, Sources, load_ingest_settings
+import s3drain.ingest.plan
+from s3drain.cli.main import main, run_ingest_command
+from s3drain.config.s3 import S3Settings
+from s3drain.config.sources import Sources
 from s3drain.errors import ConfigError, ExitCode
-from s3drain.ingest import Fate, IngestResult, ensure_bucket, run_ingest, run_ingest_command
-from s3drain.ingest_plan import Layout, LayoutError, collect, plan, today_utc
-from s3drain.retry import RetryPolicy
-from s3drain.upload import (
+from s3drain.ingest.bucket import ensure_bucket
+from s3drain.ingest.plan import Layout, LayoutError, collect, plan, today_utc
+from s3drain.ingest.run import Fate, IngestResult, run_ingest
+from s3drain.ingest.settings import IngestSettings, load_ingest_settings
+from s3drain.ingest.upload import (
     MAX_PARTS,
     Digest,
     FileChanged,
@@ -46,6 +47,8 @@ from s3drain.upload import (
     is_identical,
     part_size_for,
 )
+from s3drain.s3.client import S3Client, make_client
+from s3drain.s3.retry import RetryPolicy
 
 MiB = 1024 * 1024
 BUCKET = "lake"
@@ -253,7 +256,7 @@ def test_today_is_taken_in_utc(monkeypatch: pytest.MonkeyPatch) -> None:
         def now(cls, tz: tzinfo | None = None) -> Any:
             return utc_now if tz is UTC else datetime(2022, 5, 3, 13, 30)
 
-    monkeypatch.setattr(s3drain.ingest_plan, "datetime", Clock)
+    monkeypatch.setattr(s3drain.ingest.plan, "datetime", Clock)
     assert today_utc() == date(2022, 5, 2)
 
 
@@ -419,7 +422,7 @@ def test_a_wrong_secret_key_is_not_reported_as_someone_elses_bucket(
 def test_someone_elses_bucket_through_the_command_exits_2(
     aws: S3Client, samples: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("s3drain.ingest.make_client", lambda *_: aws)
+    monkeypatch.setattr("s3drain.ingest.run.make_client", lambda *_: aws)
     faults(aws, lambda op, _: s3_error(403, "403") if op == "HeadBucket" else None)
     out, err = io.StringIO(), io.StringIO()
 
@@ -782,7 +785,7 @@ def test_dry_run_prints_the_keys_and_sends_nothing(samples: Path) -> None:
 def test_json_summary_counts_files_and_bytes(
     aws: S3Client, samples: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("s3drain.ingest.make_client", lambda *_: aws)
+    monkeypatch.setattr("s3drain.ingest.run.make_client", lambda *_: aws)
     (samples / "README").write_text("x")
     out, err = io.StringIO(), io.StringIO()
 
@@ -812,7 +815,7 @@ def test_json_summary_counts_files_and_bytes(
 def test_human_summary_names_the_destination_and_the_result(
     aws: S3Client, samples: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("s3drain.ingest.make_client", lambda *_: aws)
+    monkeypatch.setattr("s3drain.ingest.run.make_client", lambda *_: aws)
     out, err = io.StringIO(), io.StringIO()
     code = run_ingest_command(settings_for([samples]), out=out, err=err)
     text = out.getvalue()

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from s3drain.client import S3Client
+from s3drain.s3.client import S3Client
 from tests.support.drainkit import bucket_keys
 from tests.test_cli_e2e import BUCKET, PREFIX, ROOT, cli_env, drain_args
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from s3drain.paths import (
+from s3drain.local.paths import (
     FolderMarker,
     Kind,
     Layout,

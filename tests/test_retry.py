@@ -26,7 +26,8 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from s3drain.retry import RetryPolicy, TransientError, describe, is_retryable
+from s3drain.errors import TransientError, describe
+from s3drain.s3.retry import RetryPolicy, is_retryable
 
 ENDPOINT = "http://127.0.0.1:9000/lake/exports/a.csv"
 

@@ -18,11 +18,11 @@ from typing import Any, cast
 
 import pytest
 
-from s3drain.client import S3Client
-from s3drain.drain import run_drain
+from s3drain.drain.run import run_drain
 from s3drain.errors import ExitCode
-from s3drain.listing import prefetch
 from s3drain.records import ObjectRecord
+from s3drain.s3.client import S3Client
+from s3drain.s3.listing import prefetch
 from tests.support.drainkit import drain_settings
 
 UPLOADED = datetime(2024, 1, 1, tzinfo=UTC)

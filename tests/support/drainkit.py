@@ -18,11 +18,12 @@ from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 from moto import mock_aws
 
-from s3drain.client import S3Client, make_client
-from s3drain.config import DrainSettings, S3Settings
-from s3drain.drain import DrainResult, run_drain
-from s3drain.localfs import LocalFS
-from s3drain.report import render_summary
+from s3drain.config.s3 import S3Settings
+from s3drain.drain.run import DrainResult, run_drain
+from s3drain.drain.settings import DrainSettings
+from s3drain.drain.summary import render_summary
+from s3drain.local.fs import LocalFS
+from s3drain.s3.client import S3Client, make_client
 
 BUCKET = "lake"
 PREFIX = "exports/2024/"

@@ -21,19 +21,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3drain.client import RequestCounter, S3Client, make_client
-from s3drain.config import IngestSettings
-from s3drain.errors import ConfigError, ExitCode, S3DrainError
-from s3drain.ingest_plan import Ignored, Layout, Planned, collect, plan, size_of, today_utc
-from s3drain.preflight import explain
-from s3drain.report import dumps_json, mask
-from s3drain.retry import RetryPolicy, describe, error_code, http_status
-from s3drain.units import format_duration, format_size
-from s3drain.upload import (
+from s3drain.errors import ExitCode, describe, http_status
+from s3drain.ingest.bucket import ensure_bucket
+from s3drain.ingest.plan import Ignored, Layout, Planned, collect, plan, size_of, today_utc
+from s3drain.ingest.settings import IngestSettings
+from s3drain.ingest.upload import (
     Digest,
     Remote,
     Uploader,
@@ -43,76 +39,10 @@ from s3drain.upload import (
     is_identical,
     part_size_for,
 )
-
-# -- the bucket ----------------------------------------------------------------------------------
-
-
-def ensure_bucket(client: S3Client, retry: RetryPolicy, bucket: str, endpoint: str | None) -> bool:
-    """Make sure the bucket is there and ours; True when this call created it."""
-    try:
-        retry.run("HeadBucket", lambda: client.head_bucket(Bucket=bucket))
-    except (ClientError, BotoCoreError) as exc:
-        status = http_status(exc)
-        if status == 403:
-            raise _forbidden(client, bucket, endpoint) from None
-        if status == 301:
-            raise ConfigError(
-                f"bucket {bucket!r} is in another region: set --region / AWS_REGION"
-            ) from None
-        if status != 404:
-            raise explain(exc, bucket=bucket, operation="HeadBucket", endpoint=endpoint) from None
-    else:
-        return False
-    region = client.meta.region_name
-    params: dict[str, Any] = {"Bucket": bucket}
-    # us-east-1 is the one region S3 refuses to be named in a LocationConstraint.
-    if region and region not in ("us-east-1", "aws-global"):
-        params["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    try:
-        retry.run("CreateBucket", lambda: client.create_bucket(**params))
-    except (ClientError, BotoCoreError) as exc:
-        code = error_code(exc)
-        if code == "BucketAlreadyOwnedByYou":
-            return False  # another run created it a moment ago
-        if code == "BucketAlreadyExists":
-            raise _not_ours(bucket, "BucketAlreadyExists on CreateBucket") from None
-        raise explain(exc, bucket=bucket, operation="CreateBucket", endpoint=endpoint) from None
-    return True
-
-
-def _forbidden(client: S3Client, bucket: str, endpoint: str | None) -> S3DrainError:
-    """HeadBucket's 403 has no body: one listing request tells a wrong key from a bucket that
-    is not ours, so a typo in the secret is not reported as someone else's bucket."""
-    try:
-        client.list_objects_v2(Bucket=bucket, MaxKeys=0)
-    except (ClientError, BotoCoreError) as exc:
-        if error_code(exc) in _CREDENTIAL_ERRORS:
-            return explain(exc, bucket=bucket, operation="ListObjectsV2", endpoint=endpoint)
-    return _not_ours(bucket, "403 on HeadBucket")
-
-
-_CREDENTIAL_ERRORS = frozenset(
-    {
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "InvalidToken",
-        "TokenRefreshRequired",
-    }
-)
-
-
-def _not_ours(bucket: str, seen: str) -> ConfigError:
-    return ConfigError(
-        f"bucket {bucket!r} exists but belongs to another account, or these credentials lack "
-        f"access to it ({seen}); nothing was uploaded",
-        hint="bucket names are global: choose another --bucket, or get s3:ListBucket and "
-        "s3:PutObject on it",
-    )
-
-
-# -- one run -------------------------------------------------------------------------------------
+from s3drain.output import mask
+from s3drain.s3.client import RequestCounter, S3Client, make_client
+from s3drain.s3.retry import RetryPolicy
+from s3drain.units import format_size
 
 
 class Fate(StrEnum):
@@ -366,115 +296,3 @@ def _result(
         retries=output.retries,
         requests=counter.snapshot(),
     )
-
-
-# -- what the user sees at the end ---------------------------------------------------------------
-
-
-def run_ingest_command(
-    settings: IngestSettings, *, out: TextIO, err: TextIO, stop: threading.Event | None = None
-) -> int:
-    secrets = settings.s3.secrets()
-    try:
-        result = run_ingest(settings, out=out, err=err, stop=stop)
-    except S3DrainError as exc:
-        err.write(mask(f"s3drain: error: {exc.message}\n", secrets))
-        if exc.hint:
-            err.write(mask(f"s3drain: hint: {exc.hint}\n", secrets))
-        if settings.json_summary:
-            empty = IngestResult(exc.exit_code, settings.date or today_utc(), (), (), 0.0)
-            out.write(mask(dumps_json(summary_json(settings, empty, exc.message)), secrets) + "\n")
-        return int(exc.exit_code)
-    if settings.json_summary:
-        out.write(mask(dumps_json(summary_json(settings, result)), secrets) + "\n")
-    elif settings.verbosity >= 0:
-        out.write(mask(render_summary(settings, result), secrets) + "\n")
-    out.flush()
-    return int(result.exit_code)
-
-
-_FATES = {
-    Fate.UPLOADED: "sent with the CRC32 read here, which S3 checks",
-    Fate.SKIPPED: "already in S3, identical",
-    Fate.FAILED: "failed after retries; nothing left in S3, run again",
-    Fate.REFUSED: "no safe key, not tried (see above)",
-    Fate.PLANNED: "would be uploaded (dry run)",
-}
-
-
-def render_summary(settings: IngestSettings, result: IngestResult) -> str:
-    mode = " (dry run: nothing was changed)" if settings.dry_run else ""
-    files = len(result.outcomes) + result.not_started
-    lines = [
-        f"s3drain ingest: {files:,} files -> {_destination(settings, result)}{mode} "
-        f"in {format_duration(result.seconds)}"
-    ]
-    for fate in Fate:
-        chosen = [o for o in result.outcomes if o.fate is fate]
-        if chosen or fate is (Fate.PLANNED if settings.dry_run else Fate.UPLOADED):
-            size = format_size(sum(o.size for o in chosen))
-            lines.append(f"  {fate.value:<9}{len(chosen):>8,}  {size:>10}  {_FATES[fate]}")
-    if result.ignored:
-        lines.append(
-            f"  {'ignored':<9}{len(result.ignored):>8,}  {'':>10}  hidden or special files in "
-            "the folders (-v lists them)"
-        )
-    if result.bucket_created:
-        lines.append(f"  bucket {settings.bucket} was created")
-    if result.requests:
-        by_op = ", ".join(f"{op} {n:,}" for op, n in sorted(result.requests.items()))
-        total = sum(result.requests.values())
-        lines.append(f"  requests {total:,} ({by_op}); retries {result.retries:,}")
-    if result.not_started:
-        lines.append(f"  stopped early: {result.not_started:,} files not started")
-    bad = result.count(Fate.FAILED) + result.count(Fate.REFUSED)
-    verdict = f"{bad:,} files not in S3, see above" if bad else "ok"
-    lines.append(f"result: {verdict} (exit {int(result.exit_code)})")
-    return "\n".join(lines)
-
-
-def _destination(settings: IngestSettings, result: IngestResult) -> str:
-    folders = {o.key.rpartition("/")[0] for o in result.outcomes if o.key}
-    if len(folders) == 1:
-        return f"s3://{settings.bucket}/{folders.pop()}/"
-    fmt = settings.format or "<FORMAT>"
-    day = result.day
-    return (
-        f"s3://{settings.bucket}/{settings.layer}/{settings.origin}/{fmt}/{settings.spec}/"
-        f"{day.year:04d}/{day.month:02d}/{day.day:02d}/"
-    )
-
-
-def summary_json(
-    settings: IngestSettings, result: IngestResult, error: str | None = None
-) -> dict[str, Any]:
-    """The machine-readable summary of `ingest --json` (schema 1)."""
-    return {
-        "schema": 1,
-        "command": "ingest",
-        "bucket": settings.bucket,
-        "date": result.day.isoformat(),
-        "dry_run": settings.dry_run,
-        "exit_code": int(result.exit_code),
-        "error": error,
-        "seconds": round(result.seconds, 3),
-        "bucket_created": result.bucket_created,
-        "files": {fate.value: result.count(fate) for fate in Fate},
-        "not_started": result.not_started,
-        "ignored": len(result.ignored),
-        "bytes_uploaded": sum(o.size for o in result.outcomes if o.fate is Fate.UPLOADED),
-        "retries": result.retries,
-        "requests": {"total": sum(result.requests.values()), "by_operation": result.requests},
-        "results": [
-            {
-                "path": str(o.path),
-                "key": o.key,
-                "status": o.fate.value,
-                "size": o.size,
-                "crc32": o.crc32,
-                "parts": o.parts,
-                "detail": o.detail,
-            }
-            for o in result.outcomes
-        ],
-    }

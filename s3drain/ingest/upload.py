@@ -27,8 +27,9 @@ from typing import IO, TYPE_CHECKING, Any, Self, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from s3drain.client import S3Client
-from s3drain.retry import RetryPolicy, describe, error_code, http_status
+from s3drain.errors import describe, error_code, http_status
+from s3drain.s3.client import S3Client
+from s3drain.s3.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef

@@ -6,10 +6,6 @@ missing permission end the run here with exit code 2 and nothing downloaded or d
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -18,11 +14,9 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from s3drain.client import S3Client
-from s3drain.errors import AbortError, ConfigError, S3DrainError
-from s3drain.retry import RetryPolicy, describe, error_code, http_status
-
-MIN_FREE_BYTES = 1024 * 1024
+from s3drain.errors import AbortError, ConfigError, S3DrainError, describe, error_code, http_status
+from s3drain.s3.client import S3Client
+from s3drain.s3.retry import RetryPolicy
 
 
 def explain(
@@ -97,27 +91,3 @@ def bucket_is_versioned(
             exc, bucket=bucket, operation="GetBucketVersioning", endpoint=endpoint
         ) from None
     return answer.get("Status") in ("Enabled", "Suspended"), None
-
-
-def prepare_local(folders: list[Path]) -> None:
-    """Create the folders, prove we can write there, and refuse to start on a full disk."""
-    for folder in folders:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise ConfigError(f"{folder} exists and is not a folder") from None
-        except PermissionError:
-            raise ConfigError(
-                f"cannot create {folder}: permission denied; choose a --local-base-path this user "
-                "can write"
-            ) from None
-        except OSError as exc:
-            raise ConfigError(f"cannot create {folder}: {describe(exc)}") from None
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise ConfigError(f"cannot write to {folder}: permission denied")
-    free = shutil.disk_usage(folders[0]).free
-    if free < MIN_FREE_BYTES:
-        raise AbortError(
-            f"the disk holding {folders[0]} is full ({free:,} bytes free): free some space and "
-            "run again; nothing was changed"
-        )

@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from s3drain.config import MatchMode
-from s3drain.paths import FolderMarker, Kind, LocalFile, MappedPath, Refusal
+from s3drain.drain.settings import MatchMode
+from s3drain.local.paths import FolderMarker, Kind, LocalFile, MappedPath, Refusal
 from s3drain.records import ObjectRecord
 
 

@@ -22,11 +22,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 from botocore.httpchecksum import StreamingChecksumBody
 
-from s3drain.client import S3Client
-from s3drain.localfs import LocalFS
-from s3drain.paths import XATTR_ETAG, is_temp_name, temp_name_for
+from s3drain.errors import TransientError, error_code, http_status
+from s3drain.local.fs import LocalFS
+from s3drain.local.paths import XATTR_ETAG, is_temp_name, temp_name_for
 from s3drain.records import ObjectRecord
-from s3drain.retry import RetryPolicy, TransientError, error_code, http_status
+from s3drain.s3.client import S3Client
+from s3drain.s3.retry import RetryPolicy
 
 # 512 KiB reads: as cheap in CPU as 1 MiB (measured), while 32 threads streaming at once keep
 # peak RSS near 75 MiB (1 MiB reads took it past 100 MiB, near the 128 MiB budget).

@@ -18,9 +18,9 @@ from botocore.config import Config
 from botocore.exceptions import ProfileNotFound
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from s3drain import __version__
-from s3drain.config import S3Settings
+from s3drain.config.s3 import S3Settings
 from s3drain.errors import ConfigError
+from s3drain.version import __version__
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from botocore.exceptions import (
-    BotoCoreError,
     ChecksumError,
     ClientError,
     ConnectionError,
@@ -32,6 +31,8 @@ from tenacity import (
     stop_when_event_set,
     wait_random_exponential,
 )
+
+from s3drain.errors import TransientError, error_code, http_status
 
 T = TypeVar("T")
 
@@ -50,23 +51,6 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-class TransientError(Exception):
-    """A step saw something a new attempt can cure: a short body, a checksum mismatch."""
-
-
-def error_code(exc: BaseException) -> str | None:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code") or "") or None
-    return None
-
-
-def http_status(exc: BaseException) -> int | None:
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        return int(status) if status is not None else None
-    return None
-
-
 def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, TransientError):
         return True
@@ -82,26 +66,6 @@ def is_retryable(exc: BaseException) -> bool:
         | ChecksumError
         | FlexibleChecksumError,
     )
-
-
-def describe(exc: BaseException) -> str:
-    """One line for the audit log and the terminal; never a traceback, never a secret."""
-    return " ".join(_describe(exc).split())
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = http_status(exc)
-        code = error.get("Code") or "Error"
-        message = error.get("Message") or ""
-        return f"{status} {code}: {message}".strip().rstrip(":") if status else f"{code}: {message}"
-    if isinstance(exc, BotoCoreError | TransientError):
-        return f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, OSError):
-        where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror or type(exc).__name__}{where}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from s3drain.errors import ConfigError
-from s3drain.paths import TEMP_NAME_PREFIX
-from s3drain.retry import describe
+from s3drain.errors import ConfigError, describe
+from s3drain.local.paths import TEMP_NAME_PREFIX
 
 MAX_KEY_BYTES = 1024
 _FORMAT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")

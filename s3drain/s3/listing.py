@@ -14,9 +14,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from s3drain.client import S3Client
 from s3drain.records import ObjectRecord
-from s3drain.retry import RetryPolicy
+from s3drain.s3.client import S3Client
+from s3drain.s3.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef

@@ -1,0 +1,5 @@
+"""`s3drain` and `python -m s3drain`: arguments in, one exit code out."""
+
+from s3drain.cli.main import main
+
+__all__ = ["main"]

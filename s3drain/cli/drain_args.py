@@ -1,0 +1,178 @@
+"""`s3drain drain`'s arguments and help: what it does, every option, the settings' names,
+examples and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+
+from s3drain.cli.options import FilterAction, Parser, add_output_options, add_s3_options
+
+DESCRIPTION = """\
+Drain an S3 prefix into a local folder without ever losing an object.
+
+For every object under the prefix, s3drain either deletes it from S3 because a
+matching copy is already local (in the processed folder, or at its destination
+from an interrupted run), or downloads it, verifies it (size, MD5 of the ETag,
+S3's checksum), makes it durable (fsync, atomic link) and only then deletes
+exactly that version from S3. Anything it cannot do safely stays in S3 and is
+reported.
+
+commands:
+  drain    (the default) S3 prefix -> <local-base-path>/raw/, then delete from S3
+  ingest   local files -> s3://bucket/<layer>/<origin>/<format>/<spec>/YYYY/MM/DD/
+
+Run 's3drain drain --help' or 's3drain ingest --help' for each command's options.
+"""
+
+
+DRAIN_EPILOG = """\
+settings come from config/.env (or --env-file), then the environment, then
+flags, the later winning. Names are case-insensitive:
+  BUCKET_NAME, PATH_TO_SEARCH, LOCAL_BASE_PATH, RAW_DIR, PROCESSED_DIR,
+  S3_ENDPOINT_URL, S3_ADDRESSING_STYLE, AWS_REGION, AWS_PROFILE,
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_CA_BUNDLE,
+and S3DRAIN_<OPTION> for these options: AUDIT_LOG, MATCH, WORKERS, DELETE_MODE,
+CONDITIONAL_DELETE (true/false), MULTIPART_THRESHOLD, PART_SIZE, MIN_AGE,
+MAX_OBJECTS, MAX_BYTES, MAX_DELETE, SHARD, METRICS_FILE, DRY_RUN, NO_DELETE,
+INCLUDE and EXCLUDE (comma-separated; excludes checked first), MAX_ATTEMPTS,
+CONNECT_TIMEOUT, READ_TIMEOUT. An unknown S3DRAIN_ name is an error.
+
+examples:
+  s3drain --bucket lake --prefix exports/2024/ --local-base-path /data/etl
+  s3drain --env-file /etc/s3drain.env --dry-run
+  s3drain --env-file /etc/s3drain.env --include '*.csv' --min-age 15m -q
+  s3drain --env-file /etc/s3drain.env --shard 0/4      # host 1 of 4
+
+exit codes:
+  0  every object handled          3  another run holds the lock
+  1  some objects left in S3       4  --max-delete would be exceeded
+  2  usage or configuration error  5  run stopped early (disk full, S3 gone)
+  130 interrupted (Ctrl-C, SIGTERM)
+
+state lives in <local-base-path>/.s3drain/: the lock and audit.jsonl, one JSON
+line per object (key, size, etag, status, deleted, local_path, verified).
+--json and the metrics file are described in docs/output.md; scheduling (cron,
+systemd, Kubernetes, Airflow) in docs/scheduling.md.
+"""
+
+
+def add_drain_parser(commands: argparse._SubParsersAction[Parser]) -> None:
+    drain = commands.add_parser(
+        "drain",
+        help="drain a prefix to a local folder (the default command)",
+        description=DESCRIPTION.split("\n\ncommands:", maxsplit=1)[0],
+        epilog=DRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = drain.add_argument_group("what to drain, and where")
+    where.add_argument(
+        "--prefix", help="key prefix to drain; '' for the whole bucket (PATH_TO_SEARCH)"
+    )
+    where.add_argument(
+        "--local-base-path",
+        metavar="DIR",
+        help="local root; raw/, processed/ and .s3drain/ live here (LOCAL_BASE_PATH)",
+    )
+    where.add_argument("--raw-dir", metavar="DIR", help="where downloads land (default <base>/raw)")
+    where.add_argument(
+        "--processed-dir",
+        metavar="DIR",
+        help="where the ETL moves finished files (default <base>/processed)",
+    )
+    where.add_argument(
+        "--match",
+        choices=("size", "checksum"),
+        help="how a local file counts as the same object: size (default), or MD5 against "
+        "a single-part ETag",
+    )
+    where.add_argument(
+        "--audit-log",
+        metavar="FILE",
+        help="JSON Lines audit log (default <base>/.s3drain/audit.jsonl)",
+    )
+
+    pick = drain.add_argument_group("which objects")
+    pick.add_argument(
+        "--include",
+        dest="filters",
+        action=FilterAction,
+        const="include",
+        metavar="GLOB",
+        help="take keys whose path below the prefix's folder matches GLOB (repeatable)",
+    )
+    pick.add_argument(
+        "--exclude",
+        dest="filters",
+        action=FilterAction,
+        const="exclude",
+        metavar="GLOB",
+        help="leave keys matching GLOB (repeatable). Rules apply in the order given, first "
+        "match decides; with any --include, unmatched keys are left. '*' stays in one folder, "
+        "'**' crosses folders; a GLOB without '/' matches the name in any folder",
+    )
+    pick.add_argument(
+        "--min-age",
+        metavar="AGE",
+        help="leave objects younger than AGE (90s, 15m, 2h, 1d): a producer may still be writing",
+    )
+    pick.add_argument("--max-objects", metavar="N", help="take at most N objects this run")
+    pick.add_argument(
+        "--max-bytes",
+        metavar="SIZE",
+        help="take objects until their listed sizes reach SIZE (500MiB, 10GB); the first "
+        "object is always taken, however large",
+    )
+    pick.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="take only keys whose CRC32 (of the UTF-8 key) modulo N is K, 0-based: N hosts "
+        "drain one prefix without coordination, each with its own --local-base-path",
+    )
+
+    safety = drain.add_argument_group("deleting")
+    safety.add_argument(
+        "--no-delete",
+        action="store_true",
+        default=None,
+        help="download and verify only; delete nothing (a cautious first run)",
+    )
+    safety.add_argument(
+        "--max-delete",
+        metavar="N",
+        help="if more than N objects would be deleted, delete none and exit 4",
+    )
+    safety.add_argument(
+        "--delete-mode",
+        choices=("batch", "single"),
+        help="batch: DeleteObjects, 1000 keys a request (default); single: DeleteObject + If-Match",
+    )
+    safety.add_argument(
+        "--no-conditional-delete",
+        dest="conditional_delete",
+        action="store_const",
+        const="false",
+        help="for servers that reject If-Match/ETag on delete; loses the overwrite check",
+    )
+
+    speed = drain.add_argument_group("large objects")
+    speed.add_argument(
+        "--multipart-threshold",
+        metavar="SIZE",
+        help="objects this large may be fetched as parallel ranges (default 16MiB)",
+    )
+    speed.add_argument(
+        "--part-size",
+        metavar="SIZE",
+        help="the smallest range (default 8MiB). A large object is split only into as many "
+        "ranges as there are idle workers: many large files stream whole, side by side; a "
+        "lone huge one fans out",
+    )
+
+    drain.add_argument(
+        "--metrics-file",
+        metavar="FILE",
+        help="write the run's figures in Prometheus text format here, atomically, for the "
+        "node_exporter textfile collector (S3DRAIN_METRICS_FILE; not on --dry-run)",
+    )
+    add_s3_options(drain)
+    add_output_options(drain)

@@ -1,0 +1,159 @@
+"""`s3drain` and `python -m s3drain`: arguments in, one exit code out. Thin on purpose."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from s3drain.cli.parser import parse
+from s3drain.config.sources import DEFAULT_ENV_FILE, Sources
+from s3drain.drain.metrics import previous_success, prometheus_text, write_atomically
+from s3drain.drain.run import run_drain
+from s3drain.drain.settings import DrainSettings, load_drain_settings
+from s3drain.drain.summary import RunInfo, Totals, render_summary, result_line, summary_json
+from s3drain.errors import ConfigError, ExitCode, S3DrainError
+from s3drain.ingest.plan import today_utc
+from s3drain.ingest.run import IngestResult, run_ingest
+from s3drain.ingest.settings import IngestSettings, load_ingest_settings
+from s3drain.ingest.summary import render_summary as render_ingest_summary
+from s3drain.ingest.summary import summary_json as ingest_summary_json
+from s3drain.output import dumps_json, mask
+
+
+def _error(err: TextIO, error: S3DrainError, secrets: Sequence[str] = ()) -> None:
+    err.write(mask(f"s3drain: error: {error.message}\n", secrets))
+    if error.hint:
+        err.write(mask(f"s3drain: hint: {error.hint}\n", secrets))
+    err.flush()
+
+
+class _Stopper:
+    """First Ctrl-C/SIGTERM: stop taking objects, finish the ones in flight, write the summary.
+    Second: leave at once (temp files are swept by the next run, nothing is half-deleted)."""
+
+    def __init__(self, err: TextIO) -> None:
+        self.event = threading.Event()
+        self._err = err
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.event.is_set():
+            os._exit(int(ExitCode.INTERRUPTED))
+        self.event.set()
+        self._err.write(
+            "\ns3drain: stopping: finishing objects in flight (again to quit at once)\n"
+        )
+        self._err.flush()
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self)
+            signal.signal(signal.SIGTERM, self)
+
+
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "env_file", "paths")}
+    env_file = Path(args.env_file) if args.env_file else DEFAULT_ENV_FILE
+    try:
+        sources = Sources(flags, os.environ, env_file, env_file_explicit=bool(args.env_file))
+        if args.command == "ingest":
+            ingest_settings = load_ingest_settings(sources, args.paths)
+        else:
+            settings = load_drain_settings(sources)
+    except S3DrainError as exc:
+        _error(err, exc)
+        return int(exc.exit_code)
+    if args.command == "ingest":
+        stopper = _Stopper(err)
+        stopper.install()
+        return run_ingest_command(ingest_settings, out=out, err=err, stop=stopper.event)
+    return _drain(settings, out, err)
+
+
+def _drain(settings: DrainSettings, out: TextIO, err: TextIO) -> int:
+    if settings.verbosity >= 0 and err.isatty() and not settings.progress:
+        settings = replace(settings, progress=True)
+    secrets = settings.s3.secrets()
+    try:
+        check_writable(settings.metrics_file, dry_run=settings.dry_run)
+    except S3DrainError as exc:
+        _error(err, exc, secrets)
+        return int(exc.exit_code)
+    stopper = _Stopper(err)
+    stopper.install()
+    result = run_drain(settings, out=out, err=err, stop=stopper.event)
+    if not result.started:  # a check before anything changed: one line, like a config error
+        _error(err, S3DrainError(result.info.error or "stopped", result.hint), secrets)
+    if result.internal_error:
+        err.write(mask(result.internal_error, secrets))
+        err.write("s3drain: this is a bug in s3drain; please report it with the lines above\n")
+    if settings.json_summary:
+        out.write(mask(dumps_json(summary_json(result.totals, result.info)), secrets) + "\n")
+    elif result.started and settings.verbosity >= 0:
+        out.write(mask(render_summary(result.totals, result.info), secrets) + "\n")
+    elif result.started and result.exit_code != ExitCode.OK:  # -q: one line when it matters
+        err.write(mask(f"s3drain: {result_line(result.totals, result.info)}\n", secrets))
+    out.flush()
+    if not settings.dry_run:  # a dry run changes nothing, metrics included
+        _write_metrics(settings, result.totals, result.info, err)
+    return int(result.exit_code)
+
+
+def check_writable(path: Path | None, *, dry_run: bool) -> None:
+    """A typo in --metrics-file is a usage error before the run, not a warning after it."""
+    if path is None or dry_run:
+        return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write the metrics file {path}: {folder} is not a writable folder",
+            hint="check --metrics-file / S3DRAIN_METRICS_FILE",
+        )
+
+
+def _write_metrics(settings: DrainSettings, totals: Totals, info: RunInfo, err: TextIO) -> None:
+    if settings.metrics_file is None:
+        return
+    text = prometheus_text(totals, info, time.time(), previous_success(settings.metrics_file))
+    try:
+        write_atomically(settings.metrics_file, text)
+    except OSError as exc:
+        err.write(f"s3drain: warning: cannot write {settings.metrics_file}: {exc.strerror}\n")
+
+
+def run_ingest_command(
+    settings: IngestSettings, *, out: TextIO, err: TextIO, stop: threading.Event | None = None
+) -> int:
+    secrets = settings.s3.secrets()
+    try:
+        result = run_ingest(settings, out=out, err=err, stop=stop)
+    except S3DrainError as exc:
+        err.write(mask(f"s3drain: error: {exc.message}\n", secrets))
+        if exc.hint:
+            err.write(mask(f"s3drain: hint: {exc.hint}\n", secrets))
+        if settings.json_summary:
+            empty = IngestResult(exc.exit_code, settings.date or today_utc(), (), (), 0.0)
+            out.write(
+                mask(dumps_json(ingest_summary_json(settings, empty, exc.message)), secrets) + "\n"
+            )
+        return int(exc.exit_code)
+    if settings.json_summary:
+        out.write(mask(dumps_json(ingest_summary_json(settings, result)), secrets) + "\n")
+    elif settings.verbosity >= 0:
+        out.write(mask(render_ingest_summary(settings, result), secrets) + "\n")
+    out.flush()
+    return int(result.exit_code)

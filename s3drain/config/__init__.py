@@ -1,0 +1,1 @@
+"""Where settings come from (flags, environment, .env) and the S3 connection settings."""

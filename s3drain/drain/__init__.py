@@ -1,0 +1,1 @@
+"""S3 prefix -> local folder: select, decide, download, delete, report."""

@@ -1,0 +1,1 @@
+"""Local files -> the Raw zone's key layout in S3."""
