@@ -95,6 +95,16 @@ def test_get_if_match_mismatch_is_412(s3_endpoint: S3Endpoint, client: S3Client)
     assert observed == "412 PreconditionFailed"
 
 
+def test_head_if_match_mismatch_is_412(s3_endpoint: S3Endpoint, client: S3Client) -> None:
+    """HEAD honours If-Match here too (fauxqs and s3rver ignore it on HEAD, so a head-checked
+    delete must compare the ETag HEAD returns rather than wait for a 412).
+    """
+    _put(client, "k")
+    observed = _answer(lambda: client.head_object(Bucket=BUCKET, Key="k", IfMatch=WRONG_ETAG))
+    # HEAD has no body, so botocore knows only the status: the code is the status again.
+    assert observed == "412 412"
+
+
 def test_ranged_get_with_if_match(s3_endpoint: S3Endpoint, client: S3Client) -> None:
     """A ranged GET honours If-Match: the right ETag gets 206 and the range, a stale one 412."""
     etag = _put(client, "k", b"0123456789")
