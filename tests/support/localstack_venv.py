@@ -86,7 +86,7 @@ def find_python() -> str:
     raise LocalStackUnavailable(
         f"The LocalStack tests need Python >= {need} (localstack-core imports "
         f"warnings.deprecated, new in 3.13) and none was found. Install one, then rerun:\n"
-        f"  with pyenv:          pyenv install {need}   (found under ~/.pyenv/versions/)\n"
+        f"  with pyenv:          pyenv install {need}   (this looks in ~/.pyenv/versions/)\n"
         f"  on Debian 13/trixie: apt-get install python{need} python{need}-venv\n"
         f"  or point {PYTHON_ENV_VAR}=/path/to/python{need} at one.\n"
         f"Tried: {', '.join(tried) or 'nothing'}"
