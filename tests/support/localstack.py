@@ -25,7 +25,7 @@ from typing import Any, Self
 
 from botocore.exceptions import ClientError
 
-from tests.support.localstack_venv import ensure_venv
+from tests.support.localstack_venv import LocalStackUnavailable, ensure_venv
 from tests.support.server import (
     HOST,
     ServerStartError,
@@ -58,7 +58,7 @@ _BASE_ENV = {
 }
 # Only these of our environment reach LocalStack: it reads dozens of variables as settings
 # (DEBUG, LOCALSTACK_HOST, AWS_*, proxies), and a developer's shell should not change the tests.
-_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
 
 def _s3_running(port: int) -> bool:
@@ -102,7 +102,13 @@ class LocalStackServer:
         return self._process.pid
 
     def start(self) -> Self:
-        python = ensure_venv()
+        try:
+            python = ensure_venv()
+        except LocalStackUnavailable:
+            # Nothing ran, so the (empty) log would only be litter; a start failure below keeps
+            # it, as its message points there.
+            self.close()
+            raise
         attempts = 1 if self._wanted_port else _START_ATTEMPTS
         for attempt in range(1, attempts + 1):
             self.port = self._wanted_port or free_port()
@@ -118,6 +124,11 @@ class LocalStackServer:
         # hypercorn binds exactly this address; LocalStack's default server binds 0.0.0.0.
         env["GATEWAY_LISTEN"] = f"{HOST}:{self.port}"
         env["FILESYSTEM_ROOT"] = str(self._root)
+        # LocalStack keeps state under $TMPDIR/localstack whatever FILESYSTEM_ROOT says; this
+        # keeps it in our folder too. (Its S3 store still makes empty per-bucket folders under
+        # /tmp/localstack-s3-storage, a hard-coded path; the objects are anonymous temp files.)
+        env["TMPDIR"] = str(self._root / "tmp")
+        (self._root / "tmp").mkdir()
         with self.log_path.open("ab") as log:
             # Output goes to a file: a pipe nobody reads fills up and then blocks LocalStack.
             return subprocess.Popen(
