@@ -1,4 +1,8 @@
-"""Shared fixtures: one moto server per session, reset for every test that asks for it."""
+"""Shared fixtures: one server of each kind per session, reset for every test that asks for it.
+
+``s3_endpoint`` runs a test once per server in ``tests.support.endpoints.SERVERS``; to pick some,
+``@pytest.mark.parametrize("s3_endpoint", ["localstack"], indirect=True)``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.endpoints import SERVERS, S3Endpoint
+from tests.support.localstack import LocalStackServer
 from tests.support.proxy import FaultProxy
 from tests.support.server import MotoServer, S3Client, s3_client
 
@@ -36,3 +42,40 @@ def fault_proxy(s3_url: str) -> Iterator[FaultProxy]:
     """A FaultProxy in front of the emptied server; no faults until the test configures them."""
     with FaultProxy(s3_url, record_log=True) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="session")
+def aws_like_moto_server() -> Iterator[MotoServer]:
+    """moto patched to honour DeleteObjects' per-key ETag (tests.support.moto_aws_like)."""
+    with MotoServer(aws_like=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def localstack_server() -> Iterator[LocalStackServer]:
+    """LocalStack's S3; the first use on a machine installs it into .venv-localstack/.
+
+    Without a Python >= 3.13 this errors with instructions - never a skip, so a machine that
+    cannot run LocalStack shows up as failing tests rather than as silently fewer of them.
+    """
+    with LocalStackServer() as server:
+        yield server
+
+
+_SERVER_FIXTURES = {
+    "moto": "moto_server",
+    "moto-aws-like": "aws_like_moto_server",
+    "localstack": "localstack_server",
+}
+
+
+@pytest.fixture(params=SERVERS)
+def s3_endpoint(request: pytest.FixtureRequest) -> Iterator[S3Endpoint]:
+    """One of SERVERS, emptied for this test (a test using it runs once per server)."""
+    name: str = request.param
+    # Looked up by name so that a session only starts the servers its tests ask for.
+    server: MotoServer | LocalStackServer = request.getfixturevalue(_SERVER_FIXTURES[name])
+    server.reset()
+    endpoint = S3Endpoint(name, server.url)
+    yield endpoint
+    endpoint.close()

@@ -27,6 +27,7 @@ import botocore.session
 from botocore.config import Config
 
 HOST = "127.0.0.1"
+_REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 _START_ATTEMPTS = 3
@@ -86,7 +87,7 @@ def _new_log_file() -> Path:
     return Path(name)
 
 
-def _tail(path: Path) -> str:
+def log_tail(path: Path) -> str:
     try:
         return path.read_text(errors="replace")[-_LOG_TAIL_CHARS:]
     except OSError:
@@ -94,10 +95,17 @@ def _tail(path: Path) -> str:
 
 
 class MotoServer:
-    """``with MotoServer() as server: server.url`` — a moto server on a free local port."""
+    """``with MotoServer() as server: server.url`` — a moto server on a free local port.
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    ``aws_like=True`` runs ``tests.support.moto_aws_like`` instead of ``moto.server``: moto
+    patched to honour the per-key ETag of DeleteObjects as AWS does.
+    """
+
+    def __init__(
+        self, port: int | None = None, log_path: Path | None = None, *, aws_like: bool = False
+    ) -> None:
         self._wanted_port = port
+        self.aws_like = aws_like
         self._own_log = log_path is None
         self.log_path = log_path or _new_log_file()
         self.port = 0
@@ -125,13 +133,20 @@ class MotoServer:
         raise AssertionError("unreachable")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
+        module = "tests.support.moto_aws_like" if self.aws_like else "moto.server"
+        env = None
+        if self.aws_like:
+            # The tests package is not installed; it is importable from the repo root.
+            path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
+            env = {**os.environ, "PYTHONPATH": path}
         with self.log_path.open("ab") as log:
             # Output goes to a file: a pipe nobody reads fills up and then blocks moto.
             return subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(self.port)],
+                [sys.executable, "-m", module, "-H", HOST, "-p", str(self.port)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
 
     def _wait_until_up(self, give_up: bool) -> bool:
@@ -142,7 +157,7 @@ class MotoServer:
                 if give_up:
                     raise ServerStartError(
                         f"moto server exited with code {self._process.returncode} "
-                        f"on port {self.port}; log {self.log_path}:\n{_tail(self.log_path)}"
+                        f"on port {self.port}; log {self.log_path}:\n{log_tail(self.log_path)}"
                     )
                 return False
             if _answers(self.port):
@@ -151,7 +166,7 @@ class MotoServer:
         self.stop()
         raise ServerStartError(
             f"moto server did not answer on port {self.port} within {START_TIMEOUT:.0f} s; "
-            f"log {self.log_path}:\n{_tail(self.log_path)}"
+            f"log {self.log_path}:\n{log_tail(self.log_path)}"
         )
 
     def running(self) -> bool:
@@ -216,22 +231,25 @@ def s3_client(url: str, **config: Any) -> S3Client:
         )
 
 
-def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+def exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run a moto S3 server until killed.")
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
+    parser.add_argument(
+        "--aws-like", action="store_true", help="honour DeleteObjects' per-key ETag as AWS does"
+    )
     args = parser.parse_args(argv)
     # SystemExit unwinds the with-block, so moto is stopped along with us.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGINT, _exit_on_signal)
-    with MotoServer(port=args.port) as server:
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    signal.signal(signal.SIGINT, exit_on_signal)
+    with MotoServer(port=args.port, aws_like=args.aws_like) as server:
         print(server.url, flush=True)
         while server.running():
             time.sleep(0.5)
-        sys.exit(f"moto server exited; log {server.log_path}:\n{_tail(server.log_path)}")
+        sys.exit(f"moto server exited; log {server.log_path}:\n{log_tail(server.log_path)}")
 
 
 if __name__ == "__main__":

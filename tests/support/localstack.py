@@ -1,0 +1,251 @@
+"""LocalStack's S3 in its own process: a second, independent S3 implementation for the tests.
+
+Shaped like ``MotoServer``: ``with LocalStackServer() as server: server.url``. The first use
+on a machine builds ``.venv-localstack/`` (see ``localstack_venv``), which takes a few tens of
+seconds; later uses start in a few seconds.
+
+Run ``python -m tests.support.localstack`` to keep one up until killed; the URL is the first
+line of stdout.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from botocore.exceptions import ClientError
+
+from tests.support.localstack_venv import LocalStackUnavailable, ensure_venv
+from tests.support.server import (
+    HOST,
+    ServerStartError,
+    exit_on_signal,
+    free_port,
+    log_tail,
+    s3_client,
+    stop_process,
+)
+
+START_TIMEOUT = 90.0
+# A clean SIGTERM exit takes ~1 s. Now and then LocalStack 2026.3.0 never exits after it: its
+# hypercorn runtime stops the asyncio loop from another thread (loop.stop() is not
+# thread-safe), the loop sleeps in epoll forever, and no further signal or connection wakes
+# it. Nothing is persisted (PERSISTENCE=0, a temp FILESYSTEM_ROOT), so SIGKILL loses nothing.
+STOP_TIMEOUT = 5.0
+_START_ATTEMPTS = 3
+_READY_LINE = "Ready."
+
+# From shared/compat/README.md: S3 alone, loaded before "Ready.", nothing written outside the
+# temp folder, no DNS server, no event reporting, no certificate download (no network here).
+_BASE_ENV = {
+    "SERVICES": "s3",
+    "EAGER_SERVICE_LOADING": "1",
+    "GATEWAY_SERVER": "hypercorn",
+    "DNS_ADDRESS": "0",
+    "DISABLE_EVENTS": "1",
+    "SKIP_SSL_CERT_DOWNLOAD": "1",
+    "PERSISTENCE": "0",
+}
+# Only these of our environment reach LocalStack: it reads dozens of variables as settings
+# (DEBUG, LOCALSTACK_HOST, AWS_*, proxies), and a developer's shell should not change the tests.
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+
+
+def _s3_running(port: int) -> bool:
+    conn = http.client.HTTPConnection(HOST, port, timeout=1.0)
+    try:
+        conn.request("GET", "/_localstack/health")
+        response = conn.getresponse()
+        health: dict[str, Any] = json.loads(response.read())
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+    finally:
+        conn.close()
+    return response.status == 200 and health.get("services", {}).get("s3") == "running"
+
+
+class LocalStackServer:
+    """``with LocalStackServer() as server: server.url`` — LocalStack S3 on a free local port."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self._wanted_port = port
+        self._own_log = log_path is None
+        self.log_path = log_path or self._new_log_file()
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._root: Path | None = None
+
+    @staticmethod
+    def _new_log_file() -> Path:
+        fd, name = tempfile.mkstemp(prefix="localstack-", suffix=".log")
+        os.close(fd)
+        return Path(name)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("LocalStack is not running")
+        return self._process.pid
+
+    def start(self) -> Self:
+        try:
+            python = ensure_venv()
+        except LocalStackUnavailable:
+            # Nothing ran, so the (empty) log would only be litter; a start failure below keeps
+            # it, as its message points there.
+            self.close()
+            raise
+        attempts = 1 if self._wanted_port else _START_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            self.port = self._wanted_port or free_port()
+            self._process = self._spawn(python)
+            if self._wait_until_up(give_up=attempt == attempts):
+                return self
+        raise AssertionError("unreachable")
+
+    def _spawn(self, python: Path) -> subprocess.Popen[bytes]:
+        self._root = Path(tempfile.mkdtemp(prefix="localstack-root-"))
+        env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
+        env |= _BASE_ENV
+        # hypercorn binds exactly this address; LocalStack's default server binds 0.0.0.0.
+        env["GATEWAY_LISTEN"] = f"{HOST}:{self.port}"
+        env["FILESYSTEM_ROOT"] = str(self._root)
+        # LocalStack keeps state under $TMPDIR/localstack whatever FILESYSTEM_ROOT says; this
+        # keeps it in our folder too. (Its S3 store still makes empty per-bucket folders under
+        # /tmp/localstack-s3-storage, a hard-coded path; the objects are anonymous temp files.)
+        env["TMPDIR"] = str(self._root / "tmp")
+        (self._root / "tmp").mkdir()
+        with self.log_path.open("ab") as log:
+            # Output goes to a file: a pipe nobody reads fills up and then blocks LocalStack.
+            return subprocess.Popen(
+                [str(python), "-m", "localstack.runtime.main"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self._root,
+            )
+
+    def _ready(self) -> bool:
+        try:
+            said_ready = _READY_LINE in self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        return said_ready and _s3_running(self.port)
+
+    def _wait_until_up(self, give_up: bool) -> bool:
+        assert self._process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                code = self._process.returncode
+                self.stop()
+                if give_up:
+                    raise ServerStartError(
+                        f"LocalStack exited with code {code} on port {self.port}; "
+                        f"log {self.log_path}:\n{log_tail(self.log_path)}"
+                    )
+                return False
+            if self._ready():
+                return True
+            time.sleep(0.1)
+        self.stop()
+        raise ServerStartError(
+            f"LocalStack did not say {_READY_LINE!r} on port {self.port} within "
+            f"{START_TIMEOUT:.0f} s; log {self.log_path}:\n{log_tail(self.log_path)}"
+        )
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process(process, STOP_TIMEOUT)
+        root, self._root = self._root, None
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def close(self) -> None:
+        """Stop the server and remove the log file this object created."""
+        self.stop()
+        if self._own_log:
+            self.log_path.unlink(missing_ok=True)
+
+    def reset(self) -> None:
+        """Delete every bucket with all its versions, delete markers and uploads.
+
+        LocalStack's community edition has no state-reset endpoint (``/_localstack/state``
+        is a Pro feature), so this goes through the S3 API.
+        """
+        client = s3_client(self.url, retries={"total_max_attempts": 1})
+        try:
+            for bucket in client.list_buckets().get("Buckets", []):
+                _empty_and_delete(client, bucket["Name"])
+        finally:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _empty_and_delete(client: Any, bucket: str) -> None:
+    uploads = client.get_paginator("list_multipart_uploads")
+    for page in uploads.paginate(Bucket=bucket):
+        for upload in page.get("Uploads", []):
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+    # Versions and delete markers both, so a versioned bucket really ends up empty.
+    versions = client.get_paginator("list_object_versions")
+    for page in versions.paginate(Bucket=bucket):
+        doomed = [
+            {"Key": item["Key"], "VersionId": item["VersionId"]}
+            for kind in ("Versions", "DeleteMarkers")
+            for item in page.get(kind, [])
+        ]
+        if doomed:
+            answer = client.delete_objects(Bucket=bucket, Delete={"Objects": doomed})
+            if answer.get("Errors"):
+                raise RuntimeError(f"LocalStack reset could not empty {bucket}: {answer}")
+    try:
+        client.delete_bucket(Bucket=bucket)
+    except ClientError as error:
+        raise RuntimeError(f"LocalStack reset could not delete bucket {bucket}") from error
+
+
+def main() -> None:
+    # SystemExit unwinds the with-block, so LocalStack is stopped along with us.
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    signal.signal(signal.SIGINT, exit_on_signal)
+    with LocalStackServer() as server:
+        print(server.url, flush=True)
+        while server.running():
+            time.sleep(0.5)
+        sys.exit(f"LocalStack exited; log {server.log_path}:\n{log_tail(server.log_path)}")
+
+
+if __name__ == "__main__":
+    main()
