@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test demo drain bench bench-smoke bench-tools chaos clean
+.PHONY: venv lint test system-tools demo drain bench bench-smoke bench-tools chaos clean
 
 TRIALS ?= 300
 BENCH_ARGS ?=
@@ -22,7 +22,19 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: lint
+# The tests on a file system without xattrs need bindfs (FUSE), the clock tests faketime: both
+# from Debian's packages, installed here when missing and this user may (CI runs as root).
+SYSTEM_TOOLS := bindfs faketime
+system-tools:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get install -y -q$$missing >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q$$missing >/dev/null 2>&1; } || echo "make: could not install$$missing"; \
+	  else echo "make: note: install$$missing (apt-get install$$missing) for the FUSE and clock tests"; fi; \
+	fi
+
+test: lint system-tools
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     LOCKED = 3  # another run holds the lock on this local base path
     DELETE_GUARD = 4  # --max-delete would be exceeded: nothing was deleted
     ABORTED = 5  # the run stopped early: S3 unreachable mid-run, disk full, audit log unwritable
+    INTERNAL = 70  # a bug in s3drain (EX_SOFTWARE): the traceback is in a log file it names
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: in-flight objects finished or were cleaned up
 
 
@@ -43,6 +44,12 @@ class LockHeldError(S3DrainError):
 
 class DeleteGuardError(S3DrainError):
     exit_code = ExitCode.DELETE_GUARD
+
+
+class InternalError(S3DrainError):
+    """A bug: an exception nothing expected. The run stops as it does on Ctrl-C."""
+
+    exit_code = ExitCode.INTERNAL
 
 
 class AbortError(S3DrainError):

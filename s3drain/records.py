@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,11 +58,31 @@ _LEFT_IN_S3 = frozenset({Status.CONFLICT, Status.REFUSED, Status.CHANGED, Status
 
 
 @dataclass(frozen=True, slots=True)
+class FileId:
+    """Which local file holds the bytes: device and inode, with the size and mtime it had."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, info: os.stat_result) -> FileId:
+        return cls(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     record: ObjectRecord
     status: Status
     detail: str = ""  # the reason or the error, one line
     local_path: str | None = None
     deleted: bool = False  # True only when S3 confirmed the delete
-    verified: str | None = None  # how the local copy was checked: md5, md5+crc32, size, etag
+    verified: str | None = None  # how the local copy was proven: crc32, md5, ledger, bytes, ...
     bytes_downloaded: int = 0
+    # The ledger row that records the delivery (a download's staged row, or an earlier run's).
+    delivery_id: int | None = None
+    # A local file whose content proved the object (no ledger row yet): recorded at delete time.
+    file: FileId | None = None
+    checksums: str | None = None  # what was verified, `crc32:<base64>` or `md5:<hex>`
+    delete_guard: str | None = None  # how the delete named exactly this object

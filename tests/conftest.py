@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.endpoints import SERVERS, S3Endpoint
 from tests.support.localstack import LocalStackServer
+from tests.support.mounts import FUSE_MISSING, fuse_available, xattrless
 from tests.support.proxy import FaultProxy
 from tests.support.server import MotoServer, S3Client, s3_client
 
@@ -79,3 +81,22 @@ def s3_endpoint(request: pytest.FixtureRequest) -> Iterator[S3Endpoint]:
     endpoint = S3Endpoint(name, server.url)
     yield endpoint
     endpoint.close()
+
+
+@pytest.fixture
+def xattrless_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a file system without user xattrs (bindfs --xattr-none over tmp_path)."""
+    if not fuse_available():
+        pytest.skip(FUSE_MISSING)
+    with xattrless(tmp_path / "backing", tmp_path / "mount") as mounted:
+        yield mounted
+
+
+@pytest.fixture(params=["native", "xattr-none"])
+def base_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A local base path on this machine's own file system, or on one without user xattrs
+    (NFS, SMB and many FUSE mounts): a test using it runs on both."""
+    if request.param == "native":
+        return tmp_path / "base"
+    mounted: Path = request.getfixturevalue("xattrless_dir")
+    return mounted / "base"

@@ -1,55 +1,78 @@
-"""The per-object decision table, row by row, and the `match()` rule it rests on."""
+"""The per-object decision table, row by row; the proofs from content it rests on; and which
+ledger row counts as the delivery of which object."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from dataclasses import dataclass
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+from awscrt import checksums as crt
 
-from s3drain.drain.decide import Action, Decision, decide, match
-from s3drain.drain.settings import MatchMode
-from s3drain.local.paths import FolderMarker, Kind, LocalFile, MappedPath, Refusal
-from s3drain.records import ObjectRecord
+from s3drain.drain.decide import Action, decide
+from s3drain.drain.proof import Content, Proof, prove
+from s3drain.local.ledger_rows import Delivery
+from s3drain.local.paths import FolderMarker, Kind, LocalFile, MappedPath, Refusal, look
+from s3drain.records import FileId, ObjectRecord
 
 DATA = b"0123456789"
 SIZE = len(DATA)
 MD5 = hashlib.md5(DATA).hexdigest()
-OTHER_MD5 = hashlib.md5(b"9876543210").hexdigest()
 MULTIPART = "a" * 32 + "-3"
 RAW = "/base/raw/a.csv"
 PROCESSED = "/base/processed/a.csv"
 MAPPED = MappedPath(rel="a.csv", raw=RAW, processed=PROCESSED)
+WHEN = datetime(2024, 5, 2, tzinfo=UTC)
 
 
 def record(etag: str = MD5, size: int = SIZE) -> ObjectRecord:
-    return ObjectRecord(
-        key="exports/a.csv", size=size, etag=etag, last_modified=datetime(2024, 5, 2, tzinfo=UTC)
-    )
+    return ObjectRecord(key="exports/a.csv", size=size, etag=etag, last_modified=WHEN)
 
 
 def missing(path: str) -> LocalFile:
     return LocalFile(path, Kind.MISSING)
 
 
-UPLOADED = datetime(2024, 5, 2, tzinfo=UTC).timestamp()
-AFTER_UPLOAD = UPLOADED + 3600.0  # a copy made an hour after the object was uploaded
-BEFORE_UPLOAD = UPLOADED - 3600.0  # a file that existed before this upload
-
-
-def file(
-    path: str,
-    size: int = SIZE,
-    etag: str | None = None,
-    md5: str | None = None,
-    mtime: float = AFTER_UPLOAD,
-) -> LocalFile:
-    return LocalFile(path, Kind.FILE, size=size, etag=etag, md5=md5, mtime=mtime)
+def file(path: str, inode: int = 7, size: int = SIZE) -> LocalFile:
+    return LocalFile(path, Kind.FILE, FileId(device=1, inode=inode, size=size, mtime_ns=1))
 
 
 def kind(path: str, k: Kind) -> LocalFile:
     return LocalFile(path, k)
+
+
+SAME = Proof(Content.SAME, "md5", f"md5:{MD5}")
+DIFFERENT = Proof(Content.DIFFERENT, "its MD5 differs from the object's ETag")
+UNPROVEN = Proof(Content.UNPROVEN, "no checksum")
+
+
+def delivery(inode: int = 7, path: str = RAW) -> Delivery:
+    return Delivery(
+        id=1,
+        bucket="lake",
+        key="exports/a.csv",
+        etag=MD5,
+        version_id=None,
+        size=SIZE,
+        last_modified=WHEN.isoformat(),
+        checksums=f"md5:{MD5}",
+        verified="md5",
+        path=path,
+        file=FileId(1, inode, SIZE, 1),
+        run="20240502T000000Z",
+        how="downloaded",
+        state="delivered",
+        delivered_at=0.0,
+        delete_state=None,
+        settled_at=None,
+        audited=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -57,289 +80,186 @@ class Row:
     raw: LocalFile
     processed: LocalFile
     expected: Action
-    mode: MatchMode = "size"
-    etag: str = MD5
-    matched_by: str | None = None  # exact value when given
+    raw_proof: Proof | None = None
+    processed_proof: Proof | None = None
+    delivered: Delivery | None = None
+    compare_with: tuple[str, ...] = ()
 
 
 TABLE: dict[str, Row] = {
-    # nothing local
-    "nothing -> download": Row(missing(RAW), missing(PROCESSED), Action.DOWNLOAD),
-    # processed
-    "processed matches by size": Row(
-        missing(RAW), file(PROCESSED), Action.PROCESSED, matched_by="size"
+    "nothing local -> download": Row(missing(RAW), missing(PROCESSED), Action.DOWNLOAD),
+    # the ledger decides before any file is looked at
+    "delivered, its file still at raw -> present": Row(
+        file(RAW), missing(PROCESSED), Action.PRESENT, delivered=delivery()
     ),
-    "processed matches with recorded etag": Row(
-        missing(RAW), file(PROCESSED, etag=MD5), Action.PROCESSED, matched_by="etag+size"
+    "delivered, file moved by the ETL -> processed": Row(
+        missing(RAW), missing(PROCESSED), Action.PROCESSED, delivered=delivery()
     ),
-    "processed other etag, raw missing -> download": Row(
-        missing(RAW), file(PROCESSED, etag=OTHER_MD5), Action.DOWNLOAD
+    "delivered, another file at raw now -> processed": Row(
+        file(RAW, inode=99), missing(PROCESSED), Action.PROCESSED, delivered=delivery()
     ),
-    "processed other etag, raw matches -> present": Row(
-        file(RAW), file(PROCESSED, etag=OTHER_MD5), Action.PRESENT, matched_by="size"
+    "delivered, raw rewritten in place (same inode) -> present": Row(
+        file(RAW), missing(PROCESSED), Action.PRESENT, raw_proof=DIFFERENT, delivered=delivery()
     ),
-    "processed other size, raw missing -> download": Row(
-        missing(RAW), file(PROCESSED, size=SIZE + 1), Action.DOWNLOAD
+    # without a ledger row, content alone
+    "processed holds its bytes -> processed": Row(
+        missing(RAW), file(PROCESSED), Action.PROCESSED, processed_proof=SAME
     ),
-    "processed is a folder, raw missing -> download": Row(
-        missing(RAW), kind(PROCESSED, Kind.DIR), Action.DOWNLOAD
+    "processed differs, raw missing -> download": Row(
+        missing(RAW), file(PROCESSED), Action.DOWNLOAD, processed_proof=DIFFERENT
     ),
-    "processed is a symlink, raw missing -> download": Row(
-        missing(RAW), kind(PROCESSED, Kind.OTHER), Action.DOWNLOAD
+    "processed unproven, raw missing -> download and compare": Row(
+        missing(RAW),
+        file(PROCESSED),
+        Action.DOWNLOAD,
+        processed_proof=UNPROVEN,
+        compare_with=(PROCESSED,),
     ),
-    "processed blocked, raw missing -> download": Row(
-        missing(RAW), kind(PROCESSED, Kind.BLOCKED), Action.DOWNLOAD
+    "raw holds its bytes -> present": Row(file(RAW), missing(PROCESSED), Action.PRESENT, SAME),
+    "raw differs -> conflict": Row(file(RAW), missing(PROCESSED), Action.CONFLICT, DIFFERENT),
+    "raw unproven -> download and compare with raw": Row(
+        file(RAW), missing(PROCESSED), Action.DOWNLOAD, UNPROVEN, compare_with=(RAW,)
     ),
-    # raw
-    "raw matches -> present": Row(file(RAW), missing(PROCESSED), Action.PRESENT, matched_by="size"),
-    "raw matches with recorded etag -> present": Row(
-        file(RAW, etag=MD5), missing(PROCESSED), Action.PRESENT, matched_by="etag+size"
+    "both unproven -> compare with both": Row(
+        file(RAW),
+        file(PROCESSED),
+        Action.DOWNLOAD,
+        UNPROVEN,
+        UNPROVEN,
+        compare_with=(PROCESSED, RAW),
     ),
-    "raw bigger -> conflict": Row(file(RAW, size=SIZE + 1), missing(PROCESSED), Action.CONFLICT),
-    "raw smaller -> conflict": Row(file(RAW, size=SIZE - 1), missing(PROCESSED), Action.CONFLICT),
-    "raw empty -> conflict": Row(file(RAW, size=0), missing(PROCESSED), Action.CONFLICT),
-    "raw other etag same size -> conflict": Row(
-        file(RAW, etag=OTHER_MD5), missing(PROCESSED), Action.CONFLICT
+    "processed proven wins over a differing raw": Row(
+        file(RAW), file(PROCESSED), Action.PROCESSED, DIFFERENT, SAME
     ),
-    "raw other etag same size, processed other size -> conflict": Row(
-        file(RAW, etag=OTHER_MD5), file(PROCESSED, size=1), Action.CONFLICT
+    "processed differs, raw holds its bytes -> present": Row(
+        file(RAW), file(PROCESSED), Action.PRESENT, SAME, DIFFERENT
     ),
-    "raw is a folder -> refused": Row(kind(RAW, Kind.DIR), missing(PROCESSED), Action.REFUSED),
-    "raw blocked -> refused": Row(kind(RAW, Kind.BLOCKED), missing(PROCESSED), Action.REFUSED),
-    "raw symlink -> refused": Row(kind(RAW, Kind.OTHER), missing(PROCESSED), Action.REFUSED),
-    # processed wins
-    "both match -> processed": Row(file(RAW), file(PROCESSED), Action.PROCESSED, matched_by="size"),
-    "processed matches, raw differs -> processed": Row(
-        file(RAW, size=1), file(PROCESSED), Action.PROCESSED
+    # what is in the way
+    "a folder at raw -> refused": Row(kind(RAW, Kind.DIR), missing(PROCESSED), Action.REFUSED),
+    "a file in the way of raw's folder -> refused": Row(
+        kind(RAW, Kind.BLOCKED), missing(PROCESSED), Action.REFUSED
     ),
-    "processed matches, raw is a folder -> processed": Row(
-        kind(RAW, Kind.DIR), file(PROCESSED), Action.PROCESSED
-    ),
-    # --match checksum
-    "checksum: raw md5 equal -> present": Row(
-        file(RAW, md5=MD5), missing(PROCESSED), Action.PRESENT, "checksum", matched_by="md5"
-    ),
-    "checksum: raw md5 differs, same size -> conflict": Row(
-        file(RAW, md5=OTHER_MD5), missing(PROCESSED), Action.CONFLICT, "checksum"
-    ),
-    "checksum: raw size differs -> conflict": Row(
-        file(RAW, size=SIZE + 1), missing(PROCESSED), Action.CONFLICT, "checksum"
-    ),
-    "checksum: raw other etag, md5 equal -> conflict": Row(
-        file(RAW, etag=OTHER_MD5, md5=MD5), missing(PROCESSED), Action.CONFLICT, "checksum"
-    ),
-    "checksum: processed md5 equal -> processed": Row(
-        missing(RAW), file(PROCESSED, md5=MD5), Action.PROCESSED, "checksum", matched_by="md5"
-    ),
-    "checksum: processed md5 differs, raw missing -> download": Row(
-        missing(RAW), file(PROCESSED, md5=OTHER_MD5), Action.DOWNLOAD, "checksum"
-    ),
-    "checksum: processed md5 differs, raw md5 equal -> present": Row(
-        file(RAW, md5=MD5),
-        file(PROCESSED, md5=OTHER_MD5),
-        Action.PRESENT,
-        "checksum",
-        matched_by="md5",
-    ),
-    "checksum: both md5 equal -> processed": Row(
-        file(RAW, md5=MD5),
-        file(PROCESSED, md5=MD5),
-        Action.PROCESSED,
-        "checksum",
-        matched_by="md5",
-    ),
-    "checksum: multipart, raw same size -> present": Row(
-        file(RAW), missing(PROCESSED), Action.PRESENT, "checksum", etag=MULTIPART
-    ),
-    "checksum: multipart, raw size differs -> conflict": Row(
-        file(RAW, size=SIZE + 1), missing(PROCESSED), Action.CONFLICT, "checksum", etag=MULTIPART
-    ),
-    "checksum: multipart, processed same size -> processed": Row(
-        missing(RAW), file(PROCESSED), Action.PROCESSED, "checksum", etag=MULTIPART
-    ),
-    "checksum: multipart, nothing -> download": Row(
-        missing(RAW), missing(PROCESSED), Action.DOWNLOAD, "checksum", etag=MULTIPART
-    ),
-    # size mode ignores md5 entirely
-    "size: raw md5 differs but size equal -> present": Row(
-        file(RAW, md5=OTHER_MD5), missing(PROCESSED), Action.PRESENT, matched_by="size"
-    ),
-    "size: multipart, raw same size -> present": Row(
-        file(RAW), missing(PROCESSED), Action.PRESENT, etag=MULTIPART, matched_by="size"
+    "a symlink or case twin at raw -> refused": Row(
+        kind(RAW, Kind.OTHER), missing(PROCESSED), Action.REFUSED
     ),
 }
 
 
-@pytest.mark.parametrize("row", list(TABLE.values()), ids=list(TABLE))
-def test_decision_table(row: Row) -> None:
-    decision = decide(record(row.etag), MAPPED, row.raw, row.processed, row.mode)
-    assert decision.action is row.expected, decision
-    if row.matched_by is not None:
-        assert decision.matched_by == row.matched_by
-    if row.expected in (Action.DOWNLOAD, Action.CONFLICT, Action.REFUSED):
-        assert decision.matched_by is None
-
-
-@pytest.mark.parametrize(
-    ("raw", "word"),
-    [
-        (file(RAW, size=SIZE + 5), str(SIZE + 5)),
-        (file(RAW, etag=OTHER_MD5), OTHER_MD5),
-    ],
-    ids=["size", "etag"],
-)
-def test_conflict_reason_names_the_file_and_the_difference(raw: LocalFile, word: str) -> None:
-    decision = decide(record(), MAPPED, raw, missing(PROCESSED), "size")
-    assert decision.action is Action.CONFLICT
-    assert RAW in decision.reason
-    assert word in decision.reason
-
-
-@pytest.mark.parametrize("k", [Kind.DIR, Kind.BLOCKED, Kind.OTHER])
-def test_refused_reason_names_the_path(k: Kind) -> None:
-    decision = decide(record(), MAPPED, kind(RAW, k), missing(PROCESSED), "size")
-    assert decision.action is Action.REFUSED
-    assert RAW in decision.reason
-
-
-@pytest.mark.parametrize(("action", "path"), [(Action.PRESENT, RAW), (Action.PROCESSED, PROCESSED)])
-def test_match_reason_names_the_matching_file(action: Action, path: str) -> None:
-    raw = file(RAW)
-    processed = file(PROCESSED) if action is Action.PROCESSED else missing(PROCESSED)
-    decision = decide(record(), MAPPED, raw, processed, "size")
-    assert decision.action is action
-    assert path in decision.reason
-
-
-@pytest.mark.parametrize("where", ["raw", "processed"])
-def test_multipart_fallback_to_size_is_said(where: str) -> None:
-    raw = file(RAW) if where == "raw" else missing(RAW)
-    processed = file(PROCESSED) if where == "processed" else missing(PROCESSED)
-    decision = decide(record(MULTIPART), MAPPED, raw, processed, "checksum")
-    assert decision.action is (Action.PRESENT if where == "raw" else Action.PROCESSED)
-    assert decision.matched_by is not None
-    said = decision.matched_by.lower()
-    assert said.startswith("size")
-    assert "fell back" in said or "not an md5" in said
-
-
-@pytest.mark.parametrize("raw_kind", list(Kind))
-@pytest.mark.parametrize("mode", ["size", "checksum"])
-def test_refusal_is_refused_whatever_is_on_disk(raw_kind: Kind, mode: MatchMode) -> None:
-    refusal = Refusal("the key has a '..' segment, which would leave the download folder")
-    raw = file(RAW) if raw_kind is Kind.FILE else kind(RAW, raw_kind)
-    decision = decide(record(), refusal, raw, file(PROCESSED), mode)
-    assert decision == Decision(Action.REFUSED, refusal.reason)
-
-
-def test_refusal_needs_no_lookups() -> None:
-    decision = decide(record(), Refusal("bad key"), None, None, "size")
-    assert decision == Decision(Action.REFUSED, "bad key")
-
-
-@pytest.mark.parametrize("mode", ["size", "checksum"])
-def test_folder_marker_is_skipped(mode: MatchMode) -> None:
-    marker_record = ObjectRecord(
-        key="exports/dir/",
-        size=0,
-        etag=hashlib.md5(b"").hexdigest(),
-        last_modified=datetime(2024, 5, 2, tzinfo=UTC),
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_decision_table(name: str) -> None:
+    row = TABLE[name]
+    got = decide(
+        record(),
+        MAPPED,
+        row.raw,
+        row.processed,
+        delivered=row.delivered,
+        raw_proof=row.raw_proof,
+        processed_proof=row.processed_proof,
     )
-    decision = decide(marker_record, FolderMarker(), None, None, mode)
-    assert decision.action is Action.SKIPPED
-    assert decision.matched_by is None
-    assert "folder" in decision.reason
+    assert got.action is row.expected, got
+    assert got.compare_with == row.compare_with
+    if row.delivered is not None and got.action in (Action.PRESENT, Action.PROCESSED):
+        assert got.matched_by == "ledger"
 
 
-# --- match() on its own -------------------------------------------------------------------------
+def test_refusals_and_folder_markers_come_first() -> None:
+    assert decide(record(), Refusal("no"), None, None).action is Action.REFUSED
+    assert decide(record(), FolderMarker(), None, None).action is Action.SKIPPED
 
 
-@pytest.mark.parametrize("k", [Kind.MISSING, Kind.DIR, Kind.BLOCKED, Kind.OTHER])
-@pytest.mark.parametrize("mode", ["size", "checksum"])
-def test_match_needs_a_regular_file(k: Kind, mode: MatchMode) -> None:
-    same, _how = match(record(), LocalFile(RAW, k, size=SIZE, md5=MD5, mtime=AFTER_UPLOAD), mode)
-    assert same is False
+# -- proofs from content -------------------------------------------------------------------
+
+
+class FakeHead:
+    """A HeadObject answer, and how often it was asked for."""
+
+    def __init__(self, answer: Mapping[str, Any] | None = None) -> None:
+        self.answer = dict(answer or {})
+        self.calls = 0
+
+    def __call__(self) -> Mapping[str, Any]:
+        self.calls += 1
+        return self.answer
+
+
+def on_disk(tmp_path: Path, data: bytes) -> LocalFile:
+    path = tmp_path / "f.csv"
+    path.write_bytes(data)
+    return look(str(path))
+
+
+def b64(value: int, width: int) -> str:
+    return base64.b64encode(value.to_bytes(width, "big")).decode()
+
+
+def test_a_single_part_etag_is_proven_by_md5_without_asking_s3(tmp_path: Path) -> None:
+    head = FakeHead()
+    proof = prove(record(), on_disk(tmp_path, DATA), head)
+    assert proof == Proof(Content.SAME, "md5", f"md5:{MD5}")
+    assert head.calls == 0
+
+
+def test_same_size_other_bytes_differ_by_md5(tmp_path: Path) -> None:
+    head = FakeHead()
+    proof = prove(record(), on_disk(tmp_path, b"9876543210"), head)
+    assert proof.content is Content.DIFFERENT
+    assert head.calls == 1  # to rule out SSE-KMS, whose ETag is not an MD5
+
+
+def test_a_size_that_differs_needs_no_read(tmp_path: Path) -> None:
+    head = FakeHead()
+    assert prove(record(), on_disk(tmp_path, b"short"), head).content is Content.DIFFERENT
+    assert head.calls == 0
+
+
+def test_sse_kms_etag_falls_back_to_the_full_object_checksum(tmp_path: Path) -> None:
+    head = FakeHead({"ServerSideEncryption": "aws:kms", "ChecksumCRC32": b64(zlib.crc32(DATA), 4)})
+    kms = record(etag="f" * 32)  # looks like an MD5, is not one
+    assert prove(kms, on_disk(tmp_path, DATA), head).content is Content.SAME
 
 
 @pytest.mark.parametrize(
-    ("local", "mode", "etag", "expected"),
+    ("field", "value"),
     [
-        (file(RAW), "size", MD5, (True, "size")),
-        (file(RAW, etag=MD5), "size", MD5, (True, "etag+size")),
-        (file(RAW, md5=MD5), "checksum", MD5, (True, "md5")),
-        (file(RAW, etag=MD5, md5=MD5), "checksum", MD5, (True, "md5")),
+        ("ChecksumCRC32", b64(zlib.crc32(DATA), 4)),
+        ("ChecksumCRC32C", b64(crt.crc32c(DATA), 4)),
+        ("ChecksumCRC64NVME", b64(crt.crc64nvme(DATA), 8)),
+        ("ChecksumSHA256", base64.b64encode(hashlib.sha256(DATA).digest()).decode()),
+        ("ChecksumSHA1", base64.b64encode(hashlib.sha1(DATA).digest()).decode()),
     ],
 )
-def test_match_true_and_how(
-    local: LocalFile, mode: MatchMode, etag: str, expected: tuple[bool, str]
+def test_a_multipart_object_is_proven_by_its_full_object_checksum(
+    tmp_path: Path, field: str, value: str
 ) -> None:
-    assert match(record(etag), local, mode) == expected
+    local = on_disk(tmp_path, DATA)
+    same = prove(record(MULTIPART), local, FakeHead({field: value}))
+    assert same.content is Content.SAME and same.checksums and value in same.checksums
+    other = on_disk(tmp_path, b"9876543210")
+    assert prove(record(MULTIPART), other, FakeHead({field: value})).content is Content.DIFFERENT
 
 
-@pytest.mark.parametrize(
-    ("local", "mode", "etag"),
-    [
-        (file(RAW, size=SIZE + 1), "size", MD5),
-        (file(RAW, etag=OTHER_MD5), "size", MD5),
-        (file(RAW, etag=MD5), "size", OTHER_MD5),
-        (file(RAW, md5=OTHER_MD5), "checksum", MD5),
-        (file(RAW, md5=None), "checksum", MD5),  # size matched but no MD5 was computed
-        (file(RAW, size=SIZE + 1, md5=MD5), "checksum", MD5),
-        (file(RAW, etag=MD5 + "-2"), "checksum", MD5),
-    ],
-)
-def test_match_false_says_why(local: LocalFile, mode: MatchMode, etag: str) -> None:
-    same, how = match(record(etag), local, mode)
-    assert same is False
-    assert how.strip() != ""
+def test_a_composite_checksum_proves_nothing(tmp_path: Path) -> None:
+    head = FakeHead({"ChecksumCRC32": "AAAAAA==-3", "ChecksumType": "COMPOSITE"})
+    assert prove(record(MULTIPART), on_disk(tmp_path, DATA), head).content is Content.UNPROVEN
 
 
-def test_match_ignores_md5_in_size_mode() -> None:
-    assert match(record(), file(RAW, md5=OTHER_MD5), "size") == (True, "size")
+def test_no_checksum_at_all_is_unproven_not_same(tmp_path: Path) -> None:
+    proof = prove(record(MULTIPART), on_disk(tmp_path, DATA), FakeHead())
+    assert proof.content is Content.UNPROVEN
 
 
-def test_record_etag_shapes() -> None:
-    assert record(MD5).etag_is_md5 is True
-    assert record(MULTIPART).etag_is_md5 is False
-    assert record(MULTIPART).is_multipart is True
-    assert record(MD5).is_multipart is False
-    assert record(MD5).quoted_etag == f'"{MD5}"'
+# -- which ledger row is this object's delivery --------------------------------------------
 
 
-# --- a file without a recorded ETag vouches only for an object uploaded before it was written --
-
-
-def test_an_older_copy_without_etag_is_not_the_processed_object() -> None:
-    """The ETL copied last week's a.csv into processed/; the producer has since uploaded a new
-    a.csv of the same size. The copy must not get the new upload deleted."""
-    old_copy = file(PROCESSED, mtime=BEFORE_UPLOAD)
-    decision = decide(record(), MAPPED, missing(RAW), old_copy, "size")
-    assert decision.action is Action.DOWNLOAD
-
-
-def test_an_older_raw_file_without_etag_is_a_conflict() -> None:
-    decision = decide(record(), MAPPED, file(RAW, mtime=BEFORE_UPLOAD), missing(PROCESSED), "size")
-    assert decision.action is Action.CONFLICT
-    assert "older than the object" in decision.reason
-
-
-def test_a_copy_within_the_upload_second_does_not_count() -> None:
-    # S3's LastModified has whole seconds: a file written in the same second cannot be
-    # told apart from one written just before the upload, so it is not trusted.
-    same_second = file(PROCESSED, mtime=UPLOADED + 0.5)
-    decision = decide(record(), MAPPED, missing(RAW), same_second, "size")
-    assert decision.action is Action.DOWNLOAD
-
-
-@pytest.mark.parametrize(
-    ("local", "mode"),
-    [
-        (file(PROCESSED, etag=MD5, mtime=BEFORE_UPLOAD), "size"),  # s3drain recorded it
-        (file(PROCESSED, md5=MD5, mtime=BEFORE_UPLOAD), "checksum"),  # the bytes are the same
-    ],
-)
-def test_an_older_copy_still_counts_when_its_identity_is_known(
-    local: LocalFile, mode: MatchMode
-) -> None:
-    decision = decide(record(), MAPPED, missing(RAW), local, mode)
-    assert decision.action is Action.PROCESSED
+def test_a_row_is_the_delivery_of_exactly_its_object() -> None:
+    row = delivery()
+    assert row.is_of(record())
+    assert not row.is_of(record(etag="b" * 32))  # another upload
+    assert not row.is_of(replace(record(), last_modified=datetime(2024, 6, 1, tzinfo=UTC)))
+    assert not row.is_of(record(size=SIZE + 1))
+    assert not replace(row, state="staged").is_of(record())  # not yet durable under its name
+    assert not replace(row, version_id="v1").is_of(replace(record(), version_id="v2"))
+    assert replace(row, version_id="v1").is_of(replace(record(), version_id="v1"))
+    # a row taken over from an older s3drain knows no LastModified: ETag and size decide
+    assert replace(row, last_modified="").is_of(record())

@@ -33,20 +33,20 @@ from s3drain.config.s3 import S3Settings
 from s3drain.config.sources import Sources
 from s3drain.errors import ConfigError, ExitCode
 from s3drain.ingest.bucket import ensure_bucket
-from s3drain.ingest.plan import Layout, LayoutError, collect, plan, today_utc
-from s3drain.ingest.run import Fate, IngestResult, run_ingest
-from s3drain.ingest.settings import IngestSettings, load_ingest_settings
-from s3drain.ingest.upload import (
+from s3drain.ingest.digest import (
     MAX_PARTS,
     Digest,
     FileChanged,
     FileSlice,
     Remote,
-    Uploader,
     digest_file,
     is_identical,
     part_size_for,
 )
+from s3drain.ingest.plan import Layout, LayoutError, collect, plan, today_utc
+from s3drain.ingest.run import Fate, IngestResult, run_ingest
+from s3drain.ingest.settings import IngestSettings, load_ingest_settings
+from s3drain.ingest.upload import Uploader
 from s3drain.s3.client import S3Client, make_client
 from s3drain.s3.retry import RetryPolicy
 
@@ -329,6 +329,29 @@ def _load(*flags: str) -> IngestSettings:
         {"bucket": BUCKET, "layer": "Raw", "origin": "Local", "spec": "Movies", **args}, {}, None
     )
     return load_ingest_settings(sources, ["x.csv"])
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("layer", "Raw/Zone"),
+        ("origin", "."),
+        ("spec", ".."),
+        ("spec", "Mov\x1bies"),
+        ("origin", "tab\there"),
+        ("layer", ".s3drain-part"),
+        ("format", "C\nSV"),
+        ("layer", "x" * 300),
+    ],
+)
+def test_a_segment_the_drain_would_refuse_is_a_usage_error(setting: str, value: str) -> None:
+    """Whatever ingest writes, the drain must be able to bring back: a segment the drain would
+    refuse (a control character, s3drain's reserved names, '.', '..', a name too long for a
+    file system) is refused here, before anything is uploaded."""
+    with pytest.raises(ConfigError, match="cannot be a key segment") as caught:
+        _load(setting, value)
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert "\x1b" not in caught.value.message and "\n" not in caught.value.message
 
 
 def test_a_given_date_is_parsed() -> None:
@@ -630,17 +653,50 @@ def test_a_rerun_skips_identical_objects_and_says_so(aws: S3Client, samples: Pat
     assert again.err.count("already there, identical") == 3
 
 
-def test_a_changed_file_of_the_same_size_is_uploaded_again(aws: S3Client, samples: Path) -> None:
+def test_a_different_object_at_the_key_is_a_conflict_unless_overwrite(
+    aws: S3Client, samples: Path
+) -> None:
     ingest(settings_for([samples]), aws)
     movies = samples / "movies.csv"
-    movies.write_bytes(movies.read_bytes().replace(b"Heat", b"Jaws"))
+    movies.write_bytes(movies.read_bytes().replace(b"Heat", b"Jaws"))  # same size, other bytes
 
     again = ingest(settings_for([samples]), aws)
 
-    assert again.by_path("movies.csv").fate is Fate.UPLOADED
-    assert "replaced a different object (crc32)" in again.by_path("movies.csv").detail
+    assert again.result.exit_code == ExitCode.PARTIAL
+    assert again.by_path("movies.csv").fate is Fate.CONFLICT
+    assert "a different object is at the key (crc32)" in again.by_path("movies.csv").detail
+    assert "conflict" in again.err and "--overwrite" in again.err  # said without -v
     assert again.by_path("ratings.csv").fate is Fate.SKIPPED
+    assert b"Heat" in body(aws, f"{PREFIX}movies.csv")  # the object in S3 was kept
+
+    forced = ingest(settings_for([samples], overwrite=True), aws)
+
+    assert forced.result.exit_code == ExitCode.OK
+    assert forced.by_path("movies.csv").fate is Fate.UPLOADED
+    assert "replaced a different object (crc32, --overwrite)" in forced.by_path("movies.csv").detail
     assert b"Jaws" in body(aws, f"{PREFIX}movies.csv")
+
+
+def test_an_object_that_appears_during_the_upload_is_not_replaced(
+    aws: S3Client, samples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check before the upload saw nothing; the producer's object lands meanwhile. The
+    upload is conditional (If-None-Match: *), so S3 itself refuses to replace it."""
+    real_head = Uploader.head
+
+    def head_then_someone_uploads(self: Uploader, key: str) -> Remote | None:
+        found = real_head(self, key)
+        if key.endswith("movies.csv"):
+            aws.put_object(Bucket=BUCKET, Key=key, Body=b"the producer's own bytes")
+        return found
+
+    monkeypatch.setattr(Uploader, "head", head_then_someone_uploads)
+    run = ingest(settings_for([samples]), aws)
+
+    assert run.by_path("movies.csv").fate is Fate.CONFLICT
+    assert "appeared at the key during the upload" in run.by_path("movies.csv").detail
+    assert body(aws, f"{PREFIX}movies.csv") == b"the producer's own bytes"
+    assert run.result.exit_code == ExitCode.PARTIAL
 
 
 def test_an_object_without_crc32_is_compared_by_its_md5_etag(aws: S3Client, samples: Path) -> None:
@@ -797,6 +853,7 @@ def test_json_summary_counts_files_and_bytes(
         "uploaded": 2,
         "skipped": 0,
         "failed": 0,
+        "conflict": 0,
         "refused": 1,
         "planned": 0,
     }

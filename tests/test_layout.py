@@ -18,6 +18,7 @@ LAYERS = {
     "units": 0,
     "records": 0,
     "output": 0,
+    "checksums": 0,
     "config": 1,
     "s3": 2,
     "local": 2,

@@ -548,15 +548,19 @@ def run_with_held_delete(
     tty: bool,
     release: Callable[[Callable[[], str]], bool],
 ) -> _HeldRun:
-    """Drain 6 objects with the first DeleteObjects held by the proxy until `release(screen)`
-    says so (or 20 s): the run lasts as long as the test needs, whatever the machine's speed."""
+    """Drain 6 objects with the first delete after the listing (not the probe's, which come
+    before it) held by the proxy until `release(screen)` says so (or 20 s): the run lasts as
+    long as the test needs, whatever the machine's speed."""
     master, slave = pty.openpty() if tty else (-1, -1)
     terminal = _Terminal(master)
     held = threading.Event()
+    listed = threading.Event()
     snapshot_text: list[str] = []
 
     def hold(info: RequestInfo) -> None:
-        if info.op != "DeleteObjects" or held.is_set():
+        if info.op == "ListObjectsV2":
+            listed.set()
+        if not info.op.startswith("DeleteObject") or not listed.is_set() or held.is_set():
             return
         held.set()
         deadline = time.monotonic() + 20
@@ -585,7 +589,7 @@ def run_with_held_delete(
             if reader is not None:
                 reader.join(timeout=10)
                 os.close(master)
-    assert held.is_set(), "the run sent no DeleteObjects"
+    assert held.is_set(), "the run sent no delete"
     return _HeldRun(
         proc.returncode,
         out,
@@ -726,6 +730,9 @@ JSON_SCHEMA: dict[str, type | tuple[type, ...]] = {
     "retries": int,
     "requests": dict,
     "audit_log": (str, type(None)),
+    "delete_guard": (str, type(None)),
+    "delete_guard_exact": (bool, type(None)),
+    "probe": (str, type(None)),
 }
 STATUSES = (
     "downloaded",

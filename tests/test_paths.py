@@ -7,8 +7,6 @@ current code.
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from s3drain.local.paths import (
     relative_key,
     temp_name_for,
 )
+from s3drain.records import FileId
 
 NAME_MAX = 255
 PATH_MAX = 4096
@@ -419,39 +418,38 @@ def test_two_keys_never_map_to_the_same_path(tmp_path: Path, prefix: str, size: 
 
 
 def test_look_missing(tmp_path: Path) -> None:
-    found = look(str(tmp_path / "nothing.csv"), expect_size=3, want_md5=True)
+    found = look(str(tmp_path / "nothing.csv"))
     assert found.kind is Kind.MISSING
-    assert found.md5 is None
+    assert found.file is None
 
 
-def test_look_regular_file_reports_its_size(tmp_path: Path) -> None:
+def test_look_regular_file_says_which_file_it_is(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     path.write_bytes(b"hello world")
-    found = look(str(path), expect_size=11, want_md5=False)
+    found = look(str(path))
+    info = os.stat(path)
     assert found.kind is Kind.FILE
     assert found.size == 11
     assert found.path == str(path)
-    assert found.md5 is None
+    assert found.file == FileId(info.st_dev, info.st_ino, 11, info.st_mtime_ns)
 
 
 def test_look_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty"
     path.write_bytes(b"")
-    found = look(str(path), expect_size=0, want_md5=True)
+    found = look(str(path))
     assert (found.kind, found.size) == (Kind.FILE, 0)
-    assert found.md5 == hashlib.md5(b"").hexdigest()
 
 
 def test_look_folder_is_dir(tmp_path: Path) -> None:
     (tmp_path / "folder").mkdir()
-    assert look(str(tmp_path / "folder"), expect_size=0, want_md5=False).kind is Kind.DIR
+    assert look(str(tmp_path / "folder")).kind is Kind.DIR
 
 
 @pytest.mark.parametrize("depth", ["file/x", "file/x/y.csv"])
 def test_look_below_a_file_is_blocked(tmp_path: Path, depth: str) -> None:
     (tmp_path / "file").write_bytes(b"data")
-    found = look(str(tmp_path / depth), expect_size=4, want_md5=False)
-    assert found.kind is Kind.BLOCKED
+    assert look(str(tmp_path / depth)).kind is Kind.BLOCKED
 
 
 @pytest.mark.parametrize("target", ["file", "folder", "dangling"])
@@ -460,85 +458,25 @@ def test_look_symlink_is_other(tmp_path: Path, target: str) -> None:
     (tmp_path / "folder").mkdir()
     link = tmp_path / "link"
     os.symlink(tmp_path / target, link)
-    found = look(str(link), expect_size=4, want_md5=True)
+    found = look(str(link))
     assert found.kind is Kind.OTHER
-    assert found.md5 is None
+    assert found.file is None
 
 
 def test_look_fifo_is_other(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    assert look(str(fifo), expect_size=0, want_md5=True).kind is Kind.OTHER
+    assert look(str(fifo)).kind is Kind.OTHER
 
 
-@pytest.mark.parametrize(
-    ("want_md5", "expect_size", "md5"),
-    [
-        (True, 11, hashlib.md5(b"hello world").hexdigest()),
-        (True, 12, None),  # size differs: no reason to read the bytes
-        (True, 10, None),
-        (False, 11, None),
-    ],
-)
-def test_look_md5_only_when_wanted_and_size_matches(
-    tmp_path: Path, want_md5: bool, expect_size: int, md5: str | None
-) -> None:
-    path = tmp_path / "a.csv"
-    path.write_bytes(b"hello world")
-    found = look(str(path), expect_size=expect_size, want_md5=want_md5)
-    assert found.md5 == md5
-    assert found.size == 11
-
-
-def test_look_md5_of_a_file_larger_than_one_read(tmp_path: Path) -> None:
-    data = os.urandom(3 * 1024 * 1024 + 17)
-    path = tmp_path / "big"
-    path.write_bytes(data)
-    assert (
-        look(str(path), expect_size=len(data), want_md5=True).md5 == hashlib.md5(data).hexdigest()
-    )
-
-
-def _set_xattr_or_skip(path: Path, name: str, value: bytes) -> None:
-    if not hasattr(os, "setxattr"):
-        pytest.skip("no xattr support on this platform")
-    try:
-        os.setxattr(path, name, value)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-            pytest.skip(f"the tmp file system does not take user xattrs: {exc}")
-        raise
-
-
-def test_look_returns_the_recorded_etag(tmp_path: Path) -> None:
-    path = tmp_path / "a.csv"
-    path.write_bytes(b"abc")
-    _set_xattr_or_skip(path, "user.s3drain.etag", b"900150983cd24fb0d6963f7d28e17f72")
-    found = look(str(path), expect_size=3, want_md5=False)
-    assert found.kind is Kind.FILE
-    assert found.etag == "900150983cd24fb0d6963f7d28e17f72"
-
-
-def test_look_multipart_etag_xattr(tmp_path: Path) -> None:
-    path = tmp_path / "a.csv"
-    path.write_bytes(b"abc")
-    _set_xattr_or_skip(path, "user.s3drain.etag", b"d41d8cd98f00b204e9800998ecf8427e-3")
-    assert look(str(path), expect_size=3, want_md5=False).etag == (
-        "d41d8cd98f00b204e9800998ecf8427e-3"
-    )
-
-
-def test_look_without_xattr_has_no_etag(tmp_path: Path) -> None:
-    path = tmp_path / "a.csv"
-    path.write_bytes(b"abc")
-    assert look(str(path), expect_size=3, want_md5=False).etag is None
-
-
-def test_look_ignores_other_xattrs(tmp_path: Path) -> None:
-    path = tmp_path / "a.csv"
-    path.write_bytes(b"abc")
-    _set_xattr_or_skip(path, "user.other", b"not-an-etag")
-    assert look(str(path), expect_size=3, want_md5=False).etag is None
+def test_look_two_names_of_one_file_are_the_same_file(tmp_path: Path) -> None:
+    """A hard link (or a folder symlink inside raw/) gives one file two paths: `look` says so,
+    which is what keeps one file from vouching for two keys."""
+    (tmp_path / "a.csv").write_bytes(b"x")
+    os.link(tmp_path / "a.csv", tmp_path / "b.csv")
+    first, second = look(str(tmp_path / "a.csv")), look(str(tmp_path / "b.csv"))
+    assert first.file is not None and second.file is not None
+    assert (first.file.device, first.file.inode) == (second.file.device, second.file.inode)
 
 
 # --- temporary names ----------------------------------------------------------------------------

@@ -10,18 +10,20 @@ from s3drain.cli.options import FilterAction, Parser, add_output_options, add_s3
 DESCRIPTION = """\
 Drain an S3 prefix into a local folder without ever losing an object.
 
-For every object under the prefix, s3drain either deletes it from S3 because a
-matching copy is already local (in the processed folder, or at its destination
-from an interrupted run), or downloads it, verifies it (size, MD5 of the ETag,
-S3's checksum), makes it durable (fsync, atomic link) and only then deletes
-exactly that version from S3. Anything it cannot do safely stays in S3 and is
-reported.
+For every object under the prefix, s3drain either deletes it from S3 because it
+was already delivered (its ledger says so, or a local file's content proves it:
+MD5 or S3's own checksum, never size or dates), or downloads it, verifies it
+(S3's full-object checksum, or the MD5 of its ETag), makes it durable (fsync,
+atomic link, recorded in the ledger) and only then deletes exactly that object
+from S3, in the form this server was probed to honour. Anything it cannot do
+safely stays in S3 and is reported.
 
 commands:
   drain    (the default) S3 prefix -> <local-base-path>/raw/, then delete from S3
   ingest   local files -> s3://bucket/<layer>/<origin>/<format>/<spec>/YYYY/MM/DD/
+  history  what happened to a key, from the ledger in <local-base-path>/.s3drain/
 
-Run 's3drain drain --help' or 's3drain ingest --help' for each command's options.
+Run 's3drain COMMAND --help' for each command's options.
 """
 
 
@@ -31,28 +33,36 @@ flags, the later winning. Names are case-insensitive:
   BUCKET_NAME, PATH_TO_SEARCH, LOCAL_BASE_PATH, RAW_DIR, PROCESSED_DIR,
   S3_ENDPOINT_URL, S3_ADDRESSING_STYLE, AWS_REGION, AWS_PROFILE,
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_CA_BUNDLE,
-and S3DRAIN_<OPTION> for these options: AUDIT_LOG, MATCH, WORKERS, DELETE_MODE,
-CONDITIONAL_DELETE (true/false), MULTIPART_THRESHOLD, PART_SIZE, MIN_AGE,
-MAX_OBJECTS, MAX_BYTES, MAX_DELETE, SHARD, METRICS_FILE, DRY_RUN, NO_DELETE,
-INCLUDE and EXCLUDE (comma-separated; excludes checked first), MAX_ATTEMPTS,
-CONNECT_TIMEOUT, READ_TIMEOUT. An unknown S3DRAIN_ name is an error.
+and S3DRAIN_<OPTION> for these options: AUDIT_LOG, WORKERS, DELETE_MODE,
+REQUIRE_EXACT_DELETE, CONDITIONAL_DELETE (true/false), MULTIPART_THRESHOLD,
+PART_SIZE, MAX_STREAMS, MIN_AGE, MAX_OBJECTS, MAX_BYTES, MAX_DELETE, SHARD,
+METRICS_FILE, DRY_RUN, NO_DELETE, INCLUDE and EXCLUDE (comma-separated;
+excludes checked first), LEDGER_RETENTION, MAX_ATTEMPTS, CONNECT_TIMEOUT,
+READ_TIMEOUT. An unknown S3DRAIN_ name is an error.
 
 examples:
   s3drain --bucket lake --prefix exports/2024/ --local-base-path /data/etl
-  s3drain --env-file /etc/s3drain.env --dry-run
+  s3drain --env-file /etc/s3drain.env --dry-run --probe
   s3drain --env-file /etc/s3drain.env --include '*.csv' --min-age 15m -q
   s3drain --env-file /etc/s3drain.env --shard 0/4      # host 1 of 4
+  s3drain history exports/2024/a.csv --local-base-path /data/etl
 
 exit codes:
-  0  every object handled          3  another run holds the lock
-  1  some objects left in S3       4  --max-delete would be exceeded
-  2  usage or configuration error  5  run stopped early (disk full, S3 gone)
-  130 interrupted (Ctrl-C, SIGTERM)
+  0  every object handled          4  --max-delete would be exceeded
+  1  some objects left in S3       5  run stopped early (disk full, S3 gone)
+  2  usage or configuration error  70 internal error (a bug: see the log named)
+  3  another run holds the lock    130 interrupted (Ctrl-C, SIGTERM)
+A run told to stop (Ctrl-C, SIGTERM, a fatal error) exits within 30 s: objects
+in flight finish or are cleaned up, and what is cut short the next run ends.
+S3 unreachable (only connection failures, across all workers, for 10 s) stops
+the run with exit 5; a shorter outage is ridden out.
 
-state lives in <local-base-path>/.s3drain/: the lock and audit.jsonl, one JSON
-line per object (key, size, etag, status, deleted, local_path, verified).
---json and the metrics file are described in docs/output.md; scheduling (cron,
-systemd, Kubernetes, Airflow) in docs/scheduling.md.
+state lives in <local-base-path>/.s3drain/: the lock, the ledger state.db (what
+was delivered and deleted: see 's3drain history --help') and audit.jsonl, one
+JSON line per object (key, etag, status, deleted, local_path, verified,
+checksums, delete_guard). --json and the metrics file are described in
+docs/output.md; scheduling (cron, systemd, Kubernetes, Airflow) in
+docs/scheduling.md.
 """
 
 
@@ -82,8 +92,13 @@ def add_drain_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     where.add_argument(
         "--match",
         choices=("size", "checksum"),
-        help="how a local file counts as the same object: size (default), or MD5 against "
-        "a single-part ETag",
+        help=argparse.SUPPRESS,  # kept so old cron lines still run; content always decides now
+    )
+    where.add_argument(
+        "--ledger-retention",
+        metavar="AGE",
+        help="forget a delivery this long after its object left S3 (default 90d; "
+        "S3DRAIN_LEDGER_RETENTION). The ledger is <base>/.s3drain/state.db",
     )
     where.add_argument(
         "--audit-log",
@@ -143,29 +158,55 @@ def add_drain_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     )
     safety.add_argument(
         "--delete-mode",
-        choices=("batch", "single"),
-        help="batch: DeleteObjects, 1000 keys a request (default); single: DeleteObject + If-Match",
+        choices=("auto", "batch", "single"),
+        help="auto (default): the exact form this server was probed to honour -- DeleteObjects "
+        "with each key's ETag, else DeleteObject + If-Match, else the verified VersionId in a "
+        "versioned bucket, else a HEAD + If-Match just before each delete. batch or single "
+        "force a form; one the server does not honour is refused",
+    )
+    safety.add_argument(
+        "--require-exact-delete",
+        action="store_const",
+        const="true",
+        help="exit 2 before anything changes when deletes cannot be tied to the verified "
+        "object on this server (S3DRAIN_REQUIRE_EXACT_DELETE)",
+    )
+    safety.add_argument(
+        "--probe",
+        action="store_true",
+        default=None,
+        help="probe the server's conditional deletes again (the answer is cached for a day "
+        "per endpoint and bucket in <base>/.s3drain/state.db)",
     )
     safety.add_argument(
         "--no-conditional-delete",
         dest="conditional_delete",
         action="store_const",
         const="false",
-        help="for servers that reject If-Match/ETag on delete; loses the overwrite check",
+        help="delete without any condition (in a versioned bucket: by the verified VersionId); "
+        "loses the overwrite check, and says so",
     )
 
     speed = drain.add_argument_group("large objects")
     speed.add_argument(
         "--multipart-threshold",
         metavar="SIZE",
-        help="objects this large may be fetched as parallel ranges (default 16MiB)",
+        help="objects this large may get more than one stream (default 16MiB)",
     )
     speed.add_argument(
         "--part-size",
         metavar="SIZE",
-        help="the smallest range (default 8MiB). A large object is split only into as many "
-        "ranges as there are idle workers: many large files stream whole, side by side; a "
-        "lone huge one fans out",
+        help="the smallest range a stream takes (default 8MiB)",
+    )
+    speed.add_argument(
+        "--max-streams",
+        metavar="N",
+        help="at most N streams (ranged GETs) per object (default: --workers; 1 never splits). "
+        "Every object starts as one GET; while the run's measured rate keeps rising, a large "
+        "object's remaining bytes are split into more streams on idle connections, and the "
+        "level that paid carries over to the next objects. On a link that caps each "
+        "connection this grows to many streams; on a server where a range costs as much as "
+        "the whole object it stays at one",
     )
 
     drain.add_argument(

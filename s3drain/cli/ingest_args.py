@@ -26,9 +26,13 @@ def add_ingest_parser(commands: argparse._SubParsersAction[Parser]) -> None:
             "  -> s3://lake/Raw/Local/CSV/Movies/2022/05/02/movies.csv\n\n"
             "--date defaults to today in UTC, taken once at the start of the run; fix it\n"
             "for re-runs. --dry-run prints the keys without contacting S3.\n\n"
-            "exit codes: 0 all uploaded or already there, 1 some files failed or were\n"
-            "refused (nothing of them is left in S3), 2 usage or configuration error\n"
-            "(including a bucket owned by someone else), 130 interrupted."
+            "A different object already at a key is left alone and reported as a\n"
+            "conflict, unless --overwrite; uploads are conditional (If-None-Match: *),\n"
+            "so an object that appears meanwhile is not replaced either.\n\n"
+            "exit codes: 0 all uploaded or already there, 1 some files failed, were\n"
+            "refused or met a different object (nothing of them is left in S3), 2 usage\n"
+            "or configuration error (including a bucket owned by someone else),\n"
+            "130 interrupted."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -39,6 +43,13 @@ def add_ingest_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     ingest.add_argument("--format", help="default: the file's extension, upper-cased (CSV)")
     ingest.add_argument(
         "--date", metavar="YYYY-MM-DD", help="date segments of the key (default: today, UTC)"
+    )
+    ingest.add_argument(
+        "--overwrite",
+        action="store_const",
+        const="true",
+        help="replace a different object already at a key (default: leave it, report a "
+        "conflict, exit 1; S3DRAIN_OVERWRITE)",
     )
     ingest.add_argument(
         "--multipart-threshold",

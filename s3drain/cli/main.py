@@ -11,21 +11,23 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TextIO, cast
 
+from s3drain.cli.history import history_command
 from s3drain.cli.parser import parse
 from s3drain.config.sources import DEFAULT_ENV_FILE, Sources
 from s3drain.drain.metrics import previous_success, prometheus_text, write_atomically
 from s3drain.drain.run import run_drain
 from s3drain.drain.settings import DrainSettings, load_drain_settings
 from s3drain.drain.summary import RunInfo, Totals, render_summary, result_line, summary_json
+from s3drain.drain.watchdog import STOP_GRACE_SECONDS
 from s3drain.errors import ConfigError, ExitCode, S3DrainError
 from s3drain.ingest.plan import today_utc
 from s3drain.ingest.run import IngestResult, run_ingest
 from s3drain.ingest.settings import IngestSettings, load_ingest_settings
 from s3drain.ingest.summary import render_summary as render_ingest_summary
 from s3drain.ingest.summary import summary_json as ingest_summary_json
-from s3drain.output import dumps_json, mask
+from s3drain.output import SafeStream, dumps_json, mask
 
 
 def _error(err: TextIO, error: S3DrainError, secrets: Sequence[str] = ()) -> None:
@@ -61,13 +63,18 @@ class _Stopper:
 def main(
     argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+    # A closed pipe or a full disk under stdout or stderr must not end or falsify the run.
+    out = cast(TextIO, SafeStream(out or sys.stdout))
+    err = cast(TextIO, SafeStream(err or sys.stderr))
     args = parse(list(sys.argv[1:] if argv is None else argv))
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "env_file", "paths")}
+    flags = {
+        k: v for k, v in vars(args).items() if k not in ("command", "env_file", "paths", "key")
+    }
     env_file = Path(args.env_file) if args.env_file else DEFAULT_ENV_FILE
     try:
         sources = Sources(flags, os.environ, env_file, env_file_explicit=bool(args.env_file))
+        if args.command == "history":
+            return history_command(sources, args.key, out)
         if args.command == "ingest":
             ingest_settings = load_ingest_settings(sources, args.paths)
         else:
@@ -93,12 +100,20 @@ def _drain(settings: DrainSettings, out: TextIO, err: TextIO) -> int:
         return int(exc.exit_code)
     stopper = _Stopper(err)
     stopper.install()
-    result = run_drain(settings, out=out, err=err, stop=stopper.event)
-    if not result.started:  # a check before anything changed: one line, like a config error
+
+    def overrun(code: ExitCode) -> None:
+        err.write(
+            f"s3drain: error: the run did not end within {STOP_GRACE_SECONDS:.0f} s of "
+            "stopping; exiting now (objects in flight stay in S3; the next run finishes them)\n"
+        )
+        err.flush()
+        os._exit(int(code))
+
+    result = run_drain(settings, out=out, err=err, stop=stopper.event, on_overrun=overrun)
+    if not result.started or result.exit_code is ExitCode.INTERNAL:
+        # One line (and a hint), like a configuration error; a bug's traceback is in the file
+        # the line names.
         _error(err, S3DrainError(result.info.error or "stopped", result.hint), secrets)
-    if result.internal_error:
-        err.write(mask(result.internal_error, secrets))
-        err.write("s3drain: this is a bug in s3drain; please report it with the lines above\n")
     if settings.json_summary:
         out.write(mask(dumps_json(summary_json(result.totals, result.info)), secrets) + "\n")
     elif result.started and settings.verbosity >= 0:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 
 from s3drain.cli.drain_args import DESCRIPTION, add_drain_parser
+from s3drain.cli.history_args import add_history_parser
 from s3drain.cli.ingest_args import add_ingest_parser
 from s3drain.cli.options import Parser
 from s3drain.version import __version__
 
-COMMANDS = ("drain", "ingest")
+COMMANDS = ("drain", "ingest", "history")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,10 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"s3drain {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{drain,ingest}")
+    commands = parser.add_subparsers(dest="command", metavar="{drain,ingest,history}")
 
     add_drain_parser(commands)
     add_ingest_parser(commands)
+    add_history_parser(commands)
     return parser
 
 

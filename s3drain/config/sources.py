@@ -31,11 +31,14 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "processed_dir": ("PROCESSED_DIR", "S3DRAIN_PROCESSED_DIR"),
     "audit_log": ("S3DRAIN_AUDIT_LOG",),
     "match": ("S3DRAIN_MATCH",),
+    "ledger_retention": ("S3DRAIN_LEDGER_RETENTION",),
     "workers": ("S3DRAIN_WORKERS",),
     "delete_mode": ("S3DRAIN_DELETE_MODE",),
     "conditional_delete": ("S3DRAIN_CONDITIONAL_DELETE",),
+    "require_exact_delete": ("S3DRAIN_REQUIRE_EXACT_DELETE",),
     "multipart_threshold": ("S3DRAIN_MULTIPART_THRESHOLD",),
     "part_size": ("S3DRAIN_PART_SIZE",),
+    "max_streams": ("S3DRAIN_MAX_STREAMS",),
     "min_age": ("S3DRAIN_MIN_AGE",),
     "max_objects": ("S3DRAIN_MAX_OBJECTS",),
     "max_bytes": ("S3DRAIN_MAX_BYTES",),
@@ -62,6 +65,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "origin": ("S3DRAIN_ORIGIN", "ORIGIN"),
     "spec": ("S3DRAIN_SPEC", "SPEC"),
     "format": ("S3DRAIN_FORMAT", "FORMAT"),
+    "overwrite": ("S3DRAIN_OVERWRITE",),
 }
 SECRET_SETTINGS = frozenset({"secret_access_key", "session_token", "access_key_id"})
 # A typo in one of our own names (S3DRAIN_NO_DELET=1) must not be silently ignored.

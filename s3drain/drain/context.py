@@ -4,14 +4,19 @@ fatal error (`RunState`)."""
 from __future__ import annotations
 
 import threading
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from s3drain.drain.deleter import Deleter
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.settings import DrainSettings
 from s3drain.drain.transfer import Transfer
-from s3drain.errors import S3DrainError
+from s3drain.errors import InternalError, S3DrainError
+from s3drain.local.ledger import Ledger
 from s3drain.local.paths import Layout
+from s3drain.s3.client import S3Client
+from s3drain.s3.retry import RetryPolicy
 
 
 @dataclass
@@ -20,7 +25,8 @@ class RunState:
 
     stop: threading.Event
     fatal: S3DrainError | None = None
-    internal_error: str | None = None
+    internal_error: str | None = None  # the first bug's traceback
+    crash_log: Path | None = None  # where that traceback is written for the user to send
     any_get_succeeded: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -30,6 +36,30 @@ class RunState:
                 self.fatal = error
         self.stop.set()
 
+    def crashed(self, exc: BaseException, where: str) -> None:
+        """A bug in any thread: the run stops the way Ctrl-C stops it, and ends with exit 70
+        and one line naming the file that holds the traceback."""
+        trace = "".join(traceback.format_exception(exc))
+        with self.lock:
+            first = self.internal_error is None
+            if first:
+                self.internal_error = trace
+        where_logged = ""
+        if first and self.crash_log is not None:
+            try:
+                self.crash_log.parent.mkdir(parents=True, exist_ok=True)
+                self.crash_log.write_text(f"s3drain internal error in {where}\n{trace}")
+                where_logged = f"; the traceback is in {self.crash_log}"
+            except OSError:
+                where_logged = ""
+        self.fail(
+            InternalError(
+                f"internal error in {where}: {exc!r}{where_logged}",
+                hint="this is a bug in s3drain: please report it with that file; objects not "
+                "handled stay in S3 and the next run takes them",
+            )
+        )
+
 
 @dataclass(frozen=True)
 class Context:
@@ -37,5 +67,9 @@ class Context:
     layout: Layout
     reporter: Reporter
     transfer: Transfer
-    deleter: Deleter | None
+    deleter: Deleter | None  # None in a dry run
     state: RunState
+    client: S3Client
+    retry: RetryPolicy
+    ledger: Ledger | None  # None in a dry run on a base path that has none yet
+    versioned: bool

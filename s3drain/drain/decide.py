@@ -1,18 +1,17 @@
-"""The one decision per object, as a pure function of what the listing and the disk said.
+"""The one decision per object, as a pure function of the facts the worker gathered.
 
-    processed  the processed folder holds a matching file        -> delete, no download
-    present    the destination holds a matching file             -> delete, no download
-    download   otherwise                                         -> fetch, verify, then delete
-    conflict   a different file sits at the destination          -> leave in S3, report
+    processed  the ledger says this exact object was delivered (its file has moved on since),
+               or a file in the processed folder holds its bytes        -> delete, no download
+    present    its delivered file is still at the destination, or the file there holds its
+               bytes (a run stopped between download and delete)         -> delete, no download
+    download   otherwise                                                 -> fetch, verify, delete
+    conflict   a file with other bytes sits at the destination           -> leave in S3, report
     refused    the key cannot be a safe path, or a folder is in the way -> leave in S3, report
-    skipped    a folder marker (`dir/`, zero bytes)              -> leave in S3, quietly
+    skipped    a folder marker (`dir/`, zero bytes)                      -> leave in S3, quietly
 
-"Matching": when s3drain recorded the object's ETag on the file at download, that ETag must be
-the listed one (so an older download never vouches for a newer upload); then the size, or with
---match checksum the MD5 against a single-part ETag. A file without a recorded ETag (the ETL
-copied it, or the file system keeps no extended attributes) matches by size only if it was
-written after the object was uploaded: a copy cannot vouch for bytes that did not exist yet.
-S3 times have whole seconds, so "after" means at least a second after.
+Facts are the ledger's row for this object (bucket, key, ETag, LastModified, version) and proofs
+from content (`proof.py`). Where content cannot be proven without the bytes, the object is
+downloaded and compared with the local file before anything is decided about it.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from s3drain.drain.settings import MatchMode
+from s3drain.drain.proof import Content, Proof
+from s3drain.local.ledger_rows import Delivery
 from s3drain.local.paths import FolderMarker, Kind, LocalFile, MappedPath, Refusal
 from s3drain.records import ObjectRecord
 
@@ -38,31 +38,15 @@ class Action(StrEnum):
 class Decision:
     action: Action
     reason: str = ""
-    matched_by: str | None = None  # how a local file was judged the same: size, md5, etag+size
+    matched_by: str | None = None  # what proved a local copy: ledger, md5, crc32, ...
+    checksums: str | None = None  # the checksum that matched, for the ledger
+    compare_with: tuple[str, ...] = ()  # DOWNLOAD: local files to compare the bytes with
 
 
-def match(record: ObjectRecord, local: LocalFile, mode: MatchMode) -> tuple[bool, str]:
-    """(is it the same object?, how that was judged)."""
-    if local.kind is not Kind.FILE:
-        return False, "no file"
-    if local.etag is not None and local.etag != record.etag:
-        return False, f"it was downloaded from another version (ETag {local.etag})"
-    if local.size != record.size:
-        return False, f"it is {local.size} bytes, the object {record.size}"
-    if mode == "checksum" and record.etag_is_md5:
-        if local.md5 != record.etag:
-            return False, "its MD5 differs from the object's ETag"
-        return True, "md5"
-    fallback = " (the ETag is not an MD5, so --match checksum fell back to size)"
-    note = fallback if mode == "checksum" else ""
-    if local.etag is not None:
-        return True, "etag+size" + note
-    if local.mtime < record.last_modified.timestamp() + 1.0:
-        return False, (
-            "it is older than the object and carries no recorded ETag, so it cannot be the "
-            "same upload"
-        )
-    return True, "size" + note
+def same_file(local: LocalFile | None, delivery: Delivery) -> bool:
+    if local is None or local.file is None or delivery.file is None:
+        return False
+    return (local.file.device, local.file.inode) == (delivery.file.device, delivery.file.inode)
 
 
 def decide(
@@ -70,21 +54,42 @@ def decide(
     mapped: MappedPath | Refusal | FolderMarker,
     raw: LocalFile | None,
     processed: LocalFile | None,
-    mode: MatchMode,
+    *,
+    delivered: Delivery | None = None,
+    raw_proof: Proof | None = None,
+    processed_proof: Proof | None = None,
 ) -> Decision:
     if isinstance(mapped, Refusal):
         return Decision(Action.REFUSED, mapped.reason)
     if isinstance(mapped, FolderMarker):
         return Decision(Action.SKIPPED, "folder marker (a zero-byte key ending in '/')")
     assert raw is not None and processed is not None
-    same, how = match(record, processed, mode)
-    if same:
-        return Decision(Action.PROCESSED, f"matches {processed.path}", matched_by=how)
+    if delivered is not None:
+        when = f"delivered by run {delivered.run}"
+        if same_file(raw, delivered):
+            return Decision(Action.PRESENT, f"{when}; still at {raw.path}", "ledger")
+        return Decision(Action.PROCESSED, f"{when} to {delivered.path}", "ledger")
+    if processed_proof is not None and processed_proof.content is Content.SAME:
+        return Decision(
+            Action.PROCESSED,
+            f"{processed.path} holds its bytes",
+            processed_proof.how,
+            processed_proof.checksums,
+        )
+    unproven = (
+        (processed.path,)
+        if processed_proof is not None and processed_proof.content is Content.UNPROVEN
+        else ()
+    )
     if raw.kind is Kind.FILE:
-        same, how = match(record, raw, mode)
-        if same:
-            return Decision(Action.PRESENT, f"matches {raw.path}", matched_by=how)
-        return Decision(Action.CONFLICT, f"a different file is at {raw.path}: {how}")
+        proof = raw_proof or Proof(Content.UNPROVEN, "not checked")
+        if proof.content is Content.SAME:
+            return Decision(
+                Action.PRESENT, f"{raw.path} holds its bytes", proof.how, proof.checksums
+            )
+        if proof.content is Content.DIFFERENT:
+            return Decision(Action.CONFLICT, f"a different file is at {raw.path}: {proof.how}")
+        return Decision(Action.DOWNLOAD, proof.how, compare_with=(*unproven, raw.path))
     if raw.kind is Kind.DIR:
         return Decision(Action.REFUSED, f"a folder is in the way at {raw.path}")
     if raw.kind is Kind.BLOCKED:
@@ -93,4 +98,4 @@ def decide(
         return Decision(
             Action.REFUSED, f"{raw.path} is not a regular file (link, device or case twin)"
         )
-    return Decision(Action.DOWNLOAD)
+    return Decision(Action.DOWNLOAD, compare_with=unproven)

@@ -6,52 +6,52 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3drain.drain.context import Context
-from s3drain.drain.select import limit_reached, selected, warn_unused_rules
+from s3drain.drain.select import Selection, delivered
 from s3drain.drain.worker import handle
-from s3drain.errors import AbortError, describe
-from s3drain.local.paths import prefix_folder
-from s3drain.s3.client import S3Client
+from s3drain.errors import AbortError, S3DrainError, describe
 from s3drain.s3.listing import list_pages, prefetch
 from s3drain.s3.preflight import explain
-from s3drain.s3.retry import RetryPolicy
 
 
-def dispatch(ctx: Context, client: S3Client, retry: RetryPolicy) -> str | None:
+def dispatch(ctx: Context) -> str | None:
     settings, reporter, state = ctx.settings, ctx.reporter, ctx.state
-    folder = prefix_folder(settings.prefix)
-    now = datetime.now(UTC)
+    selection = Selection(settings)
     in_flight = threading.BoundedSemaphore(2 * settings.workers)
-    taken = taken_bytes = pages_seen = 0
+    pages_seen = 0
     stopped_early: str | None = None
-    matched: set[int] = set()
-    pages = prefetch(list_pages(client, settings.bucket, settings.prefix, retry), state.stop)
+    pages = prefetch(
+        list_pages(ctx.client, settings.bucket, settings.prefix, ctx.retry), state.stop
+    )
     with ThreadPoolExecutor(settings.workers, thread_name_prefix="s3drain-worker") as pool:
         try:
             for page in pages:
                 pages_seen += 1
                 reporter.listed(len(page))
+                # One ledger query per page, not per object.
+                rows = (
+                    ctx.ledger.lookup(settings.bucket, [r.key for r in page]) if ctx.ledger else {}
+                )
                 for record in page:
-                    why = selected(settings, record, folder, now, matched)
+                    why = selection.filtered(record)
                     if why is not None:
                         reporter.filtered(record, why)
                         continue
-                    stopped_early = limit_reached(settings, taken, taken_bytes, record)
+                    stopped_early = selection.stop(record)
                     if stopped_early or not _acquire(in_flight, state.stop):
                         break
-                    taken += 1
-                    taken_bytes += record.size
-                    future = pool.submit(handle, ctx, record)
+                    selection.take(record)
+                    row = delivered(record, rows.get(record.key, []))
+                    future = pool.submit(handle, ctx, record, row)
                     future.add_done_callback(lambda _: in_flight.release())
                 if stopped_early or state.stop.is_set():
                     break
             else:
                 reporter.listing_finished()
-                warn_unused_rules(settings, matched, reporter)
+                selection.warn_unused_rules(reporter)
         except (ClientError, BotoCoreError) as exc:
             operation = "ListObjectsV2"
             if pages_seen == 0:
@@ -70,6 +70,10 @@ def dispatch(ctx: Context, client: S3Client, retry: RetryPolicy) -> str | None:
                         "yet listed stay in S3 for the next run"
                     )
                 )
+        except S3DrainError as exc:  # the ledger could not be read
+            state.fail(exc)
+        except Exception as exc:
+            state.crashed(exc, "the listing")
     return stopped_early
 
 

@@ -65,6 +65,12 @@ def prometheus_text(
             "gauge",
             [(base, totals.seconds)],
         ),
+        (
+            "s3drain_delete_guard",
+            "How the last run's deletes named the verified object (1 for the guard used).",
+            "gauge",
+            [(f'{base},guard="{info.delete_guard}"', 1)] if info.delete_guard else [],
+        ),
         ("s3drain_exit_code", "Exit code of the last run.", "gauge", [(base, int(info.exit_code))]),
         ("s3drain_last_run_timestamp_seconds", "When the last run ended.", "gauge", [(base, now)]),
     ]

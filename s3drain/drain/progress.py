@@ -52,11 +52,16 @@ class ProgressLine:
     holds too."""
 
     def __init__(
-        self, err: TextIO, lock: threading.RLock, snapshot: Callable[[], Progress]
+        self,
+        err: TextIO,
+        lock: threading.RLock,
+        snapshot: Callable[[], Progress],
+        crashed: Callable[[BaseException, str], None],
     ) -> None:
         self._err = err
         self._lock = lock
         self._snapshot = snapshot
+        self._crashed = crashed
         self._visible = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="s3drain-progress", daemon=True)
@@ -79,8 +84,11 @@ class ProgressLine:
             self.clear()
 
     def _loop(self) -> None:
-        while not self._stop.wait(REDRAW_SECONDS):
-            with self._lock:
-                self._err.write("\r\x1b[K" + progress_text(self._snapshot()))
-                self._err.flush()
-                self._visible = True
+        try:
+            while not self._stop.wait(REDRAW_SECONDS):
+                with self._lock:
+                    self._err.write("\r\x1b[K" + progress_text(self._snapshot()))
+                    self._err.flush()
+                    self._visible = True
+        except Exception as exc:
+            self._crashed(exc, "the progress line")

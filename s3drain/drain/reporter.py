@@ -37,6 +37,7 @@ class Reporter:
         on_audit_error: Callable[[OSError], None] | None = None,
         dry_run_lines_to: TextIO | None = None,
         expected_objects: int | None = None,
+        crashed: Callable[[BaseException, str], None] | None = None,
     ) -> None:
         self._audit = audit
         self._verbosity = verbosity
@@ -64,9 +65,13 @@ class Reporter:
         self._bytes_deleted = 0
         self._retries = 0
         self._problems_shown = 0
+        self.guard: str | None = None
+        self.probe: str | None = None
         self._progress: ProgressLine | None = None
         if progress:
-            self._progress = ProgressLine(err, self._lock, self._progress_figures)
+            self._progress = ProgressLine(
+                err, self._lock, self._progress_figures, crashed or _ignore
+            )
             self._progress.start()
 
     # -- what the stages call ---------------------------------------------------------------
@@ -145,6 +150,12 @@ class Reporter:
                 self._line(
                     self._err, f"{'retry':<10} {what} after attempt {attempt}: {describe(exc)}"
                 )
+
+    def delete_guard(self, guard: str, probe: str | None) -> None:
+        """How this run's deletes are tied to the verified objects, for the summary."""
+        with self._lock:
+            self.guard = guard
+            self.probe = probe
 
     def warn(self, message: str) -> None:
         with self._lock:
@@ -235,3 +246,8 @@ class Reporter:
             listing_done=self._listing_done,
             expected=self._expected,
         )
+
+
+def _ignore(exc: BaseException, where: str) -> None:
+    """Without a run to stop (a reporter on its own, in tests), a broken progress line just
+    stops drawing."""

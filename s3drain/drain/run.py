@@ -1,47 +1,42 @@
-"""The pipeline of one run: list -> select -> decide -> download -> delete -> record.
+"""One drain run, from the first check to the result: list -> select -> decide -> download ->
+delete -> record.
 
-A lister thread keeps a page or two ahead; the main thread selects keys (filters, shard, limits)
-and hands each to a pool of `--workers` threads, at most 2 x workers in flight (a semaphore taken
-before submit, released when the object is done), so memory does not grow with the prefix.
-A worker looks at the local folders (one lstat each), decides, downloads when it must, and passes
-verified objects to the deleter thread. Objects flow forward only: nothing looks back.
-
-On a fatal error (disk full, delete permission missing) or Ctrl-C the main thread stops taking
-new keys, in-flight objects finish or clean up, verified objects are still deleted, and the run
-ends with its summary.
+Checks that change nothing come first (the bucket, credentials and endpoint; then the local
+folders, the lock and the ledger); a failure there ends the run with `started=False` and one
+line. Then `pipeline.py` runs the stages. On a fatal error (disk full, delete permission
+missing) or Ctrl-C the main thread stops taking new keys, in-flight objects finish or clean up,
+verified objects are still deleted, and the run ends with its summary.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
-from s3drain.drain.context import Context, RunState
-from s3drain.drain.deleter import DeletePolicy, Deleter
-from s3drain.drain.dispatch import dispatch
-from s3drain.drain.journal import DeleteJournal, recover_journal
+from s3drain.drain.context import RunState
+from s3drain.drain.fanout import StreamPolicy
+from s3drain.drain.pipeline import run_pipeline
 from s3drain.drain.reporter import Reporter
-from s3drain.drain.select import guard_deletes, guard_error
+from s3drain.drain.select import guard_error
 from s3drain.drain.settings import DrainSettings
 from s3drain.drain.summary import RunInfo, Totals
-from s3drain.drain.transfer import (
-    GetSlots,
-    Transfer,
-    sweep_temp_files,
-)
+from s3drain.drain.watchdog import Watchdog
 from s3drain.errors import AbortError, ExitCode, S3DrainError, describe
 from s3drain.local.audit import AuditLog
 from s3drain.local.folders import prepare_local
 from s3drain.local.fs import LocalFS
+from s3drain.local.ledger import Ledger
+from s3drain.local.legacy import has_legacy_state, take_over
 from s3drain.local.lock import run_lock
-from s3drain.local.paths import Layout
-from s3drain.records import Outcome, Status
+from s3drain.local.paths import prefix_folder
+from s3drain.records import Status
 from s3drain.s3.client import RequestCounter, S3Client, make_client
 from s3drain.s3.preflight import bucket_is_versioned
 from s3drain.s3.retry import RetryPolicy
@@ -66,17 +61,53 @@ def run_drain(
     fs: LocalFS | None = None,
     sleep: Callable[[float], None] | None = None,
     stop: threading.Event | None = None,
+    on_overrun: Callable[[ExitCode], None] | None = None,
+    streams: StreamPolicy | None = None,
 ) -> DrainResult:
     """One whole run, always ending in a DrainResult. An error found before anything changed
-    (bucket, credentials, local folders, the lock, --max-delete) comes back with
-    `started=False`; later failures end the run with its summary and their exit code."""
+    (bucket, credentials, local folders, the lock, the ledger, --max-delete) comes back with
+    `started=False`; later failures end the run with its summary and their exit code.
+
+    `on_overrun` is called, with the exit code the run would have had, when a run told to stop
+    has not ended within STOP_GRACE_SECONDS (the command line exits there and then)."""
     state = RunState(stop=stop or threading.Event())
+    watchdog = None
+    if on_overrun is not None:
+        watchdog = Watchdog(state.stop, lambda: on_overrun(_stopping_code(state)))
+        watchdog.start()
+    try:
+        return _run_drain(
+            settings, state, out=out, err=err, client=client, fs=fs, sleep=sleep, streams=streams
+        )
+    finally:
+        if watchdog is not None:
+            watchdog.finished()
+
+
+def _stopping_code(state: RunState) -> ExitCode:
+    return state.fatal.exit_code if state.fatal is not None else ExitCode.INTERRUPTED
+
+
+def _run_drain(
+    settings: DrainSettings,
+    state: RunState,
+    *,
+    out: TextIO,
+    err: TextIO,
+    client: S3Client | None,
+    fs: LocalFS | None,
+    sleep: Callable[[float], None] | None,
+    streams: StreamPolicy | None,
+) -> DrainResult:
     counter = RequestCounter()
     if client is None:
         client = make_client(settings.s3, counter)
     else:
         client.meta.events.register("before-send.s3", counter.on_send)
     fs = fs or LocalFS()
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    crash_folder = Path(tempfile.gettempdir()) if settings.dry_run else settings.state_dir
+    state.crash_log = crash_folder / f"s3drain-crash-{run_id}.log"
     reporter: Reporter | None = None
     stopped_early: str | None = None
     try:
@@ -87,16 +118,12 @@ def run_drain(
         )
         if not settings.dry_run:
             prepare_local([settings.state_dir, settings.raw_dir, settings.processed_dir])
-        with (
-            run_lock(settings.state_dir, settings.local_base_path)
-            if not settings.dry_run
-            else contextlib.nullcontext()
-        ):
-            reporter = _reporter(settings, state, out, err)
+        with _locked(settings), _ledger(settings, run_id) as ledger:
+            reporter = _reporter(settings, state, out, err, run_id)
             try:
                 if warning:
                     reporter.warn(warning)
-                stopped_early = _run(
+                stopped_early = run_pipeline(
                     settings,
                     client=client,
                     fs=fs,
@@ -104,17 +131,68 @@ def run_drain(
                     state=state,
                     sleep=sleep,
                     versioned=versioned,
+                    ledger=ledger,
+                    streams=streams,
                 )
             finally:
                 reporter.close()
+                if ledger is not None and not settings.dry_run:
+                    _close_run(settings, ledger, state, reporter)
     except S3DrainError as exc:
         state.fail(exc)
         return _result(settings, reporter, state, counter, None, started=False, hint=exc.hint)
+    except Exception as exc:
+        # A bug outside the threads' own guards: still a result, a summary and exit 70.
+        state.crashed(exc, "the run")
+        return _result(settings, reporter, state, counter, stopped_early, started=True)
     return _result(settings, reporter, state, counter, stopped_early, started=True)
 
 
-def _reporter(settings: DrainSettings, state: RunState, out: TextIO, err: TextIO) -> Reporter:
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+def _locked(settings: DrainSettings) -> contextlib.AbstractContextManager[None]:
+    if settings.dry_run:
+        return contextlib.nullcontext()
+    return run_lock(settings.state_dir, settings.local_base_path)
+
+
+@contextlib.contextmanager
+def _ledger(settings: DrainSettings, run_id: str) -> Iterator[Ledger | None]:
+    """The ledger for this run: read-only in a dry run (None where none exists yet); otherwise
+    created on first use, an old install's records taken over once, the run recorded."""
+    if settings.dry_run:
+        ledger = Ledger.open_read_only(settings.state_dir, settings.local_base_path)
+    else:
+        ledger = Ledger.open(settings.state_dir, settings.local_base_path)
+    try:
+        if ledger is not None and not settings.dry_run:
+            ledger.begin_run(run_id, settings.bucket, settings.prefix)
+            if ledger.created and has_legacy_state(settings.state_dir):
+                take_over(
+                    ledger,
+                    settings.state_dir,
+                    settings.raw_dir,
+                    settings.processed_dir,
+                    prefix_folder(settings.prefix),
+                )
+        yield ledger
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _close_run(
+    settings: DrainSettings, ledger: Ledger, state: RunState, reporter: Reporter
+) -> None:
+    """Forget what left S3 longer ago than --ledger-retention, and note how the run ended."""
+    try:
+        ledger.prune(time.time() - settings.ledger_retention)
+        ledger.end_run(int(_exit_code(settings, reporter.totals(), state)))
+    except S3DrainError as exc:
+        state.fail(exc)
+
+
+def _reporter(
+    settings: DrainSettings, state: RunState, out: TextIO, err: TextIO, run_id: str
+) -> Reporter:
     return Reporter(
         audit=None if settings.dry_run else AuditLog(settings.audit_log, run_id, settings.bucket),
         verbosity=settings.verbosity,
@@ -128,112 +206,23 @@ def _reporter(settings: DrainSettings, state: RunState, out: TextIO, err: TextIO
         ),
         dry_run_lines_to=err if settings.json_summary else out,
         expected_objects=settings.max_objects,
+        crashed=state.crashed,
     )
 
 
-def _run(
-    settings: DrainSettings,
-    *,
-    client: S3Client,
-    fs: LocalFS,
-    reporter: Reporter,
-    state: RunState,
-    sleep: Callable[[float], None] | None,
-    versioned: bool,
-) -> str | None:
-    retry = RetryPolicy(
-        max_attempts=settings.s3.max_attempts,
-        sleep=sleep,
-        on_retry=reporter.retrying,
-        stop_event=state.stop,
-    )
-    if not settings.conditional_delete and not settings.dry_run and not settings.no_delete:
-        reporter.warn(
-            "--no-conditional-delete: deletes cannot check that the object is unchanged"
-            + (
-                "; in this versioned bucket they name the version downloaded and remove it for "
-                "good, and an older version of the same key becomes current again"
-                if versioned
-                else ": one overwritten after it was verified is deleted without being downloaded"
-            )
+def _exit_code(settings: DrainSettings, totals: Totals, state: RunState) -> ExitCode:
+    if settings.dry_run and settings.max_delete is not None and not settings.no_delete:
+        would_delete = sum(
+            totals.counts.get(s.value, 0)
+            for s in (Status.DOWNLOADED, Status.PROCESSED, Status.PRESENT)
         )
-    journal = DeleteJournal(str(settings.state_dir / "deletes-in-flight.jsonl"))
-    if not settings.dry_run:
-        swept = sweep_temp_files(str(settings.raw_dir), fs)
-        if swept:
-            reporter.info(f"removed {swept} temporary file(s) left by an interrupted run")
-        recovered = recover_journal(
-            journal,
-            client,
-            settings.bucket,
-            retry,
-            record=reporter.record,
-            can_record=reporter.audit_healthy,
-        )
-        if recovered:
-            reporter.info(f"recorded {recovered} delete(s) an interrupted run had sent")
-    layout = Layout.create(
-        str(settings.raw_dir),
-        str(settings.processed_dir),
-        settings.prefix,
-        probe=not settings.dry_run,
-    )
-    if settings.max_delete is not None and not (settings.no_delete or settings.dry_run):
-        guard_deletes(settings, client, layout, retry, reporter)
-
-    part_pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="s3drain-part")
-    transfer = Transfer(
-        client=client,
-        bucket=settings.bucket,
-        retry=retry,
-        fs=fs,
-        part_pool=part_pool,
-        multipart_threshold=settings.multipart_threshold,
-        part_size=settings.part_size,
-        stop=state.stop,
-        slots=GetSlots(settings.workers),
-    )
-    deleter = None
-    if not (settings.dry_run or settings.no_delete):
-        deleter = Deleter(
-            client,
-            DeletePolicy(
-                bucket=settings.bucket,
-                mode=settings.delete_mode,
-                conditional=settings.conditional_delete,
-                batch_size=settings.delete_batch_size,
-                flush_seconds=settings.delete_flush_seconds,
-                single_workers=settings.workers,
-                max_deletes=settings.max_delete,
-                versioned=versioned,
-            ),
-            # Verified objects are deleted even while the run halts: no early stop on their retries.
-            retry=replace(retry, stop_event=None),
-            journal=journal,
-            make_durable=lambda batch: _make_durable(fs, batch),
-            record=reporter.record_pending,
-            can_record=reporter.audit_healthy,
-            room_to_record=reporter.room_to_record,
-            sync=reporter.sync,
-            fatal=state.fail,
-        )
-    ctx = Context(settings, layout, reporter, transfer, deleter, state)
-    try:
-        return dispatch(ctx, client, retry)
-    finally:
-        if deleter is not None:
-            deleter.close()
-        part_pool.shutdown()
-
-
-def _make_durable(fs: LocalFS, batch: Sequence[Outcome]) -> None:
-    """Everything a batch's deletes rely on is on disk before they are sent."""
-    paths = [o.local_path for o in batch if o.local_path is not None]
-    written_here = {o.local_path for o in batch if o.status is Status.DOWNLOADED}
-    fs.sync_for_delete(
-        files=[p for p in paths if p not in written_here],
-        folders=sorted({os.path.dirname(p) for p in paths}),
-    )
+        if would_delete > settings.max_delete:
+            state.fail(guard_error(would_delete, settings.max_delete))
+    if state.fatal is not None:
+        return state.fatal.exit_code
+    if state.stop.is_set():
+        return ExitCode.INTERRUPTED
+    return ExitCode.PARTIAL if totals.left_in_s3 else ExitCode.OK
 
 
 def _result(
@@ -247,20 +236,19 @@ def _result(
     hint: str | None = None,
 ) -> DrainResult:
     totals = reporter.totals() if reporter is not None else Totals.empty()
-    if settings.dry_run and settings.max_delete is not None and not settings.no_delete:
-        would_delete = sum(
-            totals.counts.get(s.value, 0)
-            for s in (Status.DOWNLOADED, Status.PROCESSED, Status.PRESENT)
-        )
-        if would_delete > settings.max_delete:
-            state.fail(guard_error(would_delete, settings.max_delete))
+    code = _exit_code(settings, totals, state)
     if state.fatal is not None:
-        code = state.fatal.exit_code
         error: str | None = state.fatal.message
-    elif state.stop.is_set():
-        code, error = ExitCode.INTERRUPTED, "interrupted: objects not yet handled stay in S3"
+        if started and totals.deleted and error is not None:
+            # Whatever the message says about "nothing changed" held when it was written; a
+            # halt mid-run must say what had changed by then.
+            error += (
+                f"; before the run stopped, {totals.deleted:,} object(s) had been deleted from S3"
+                ", each recorded in the audit log"
+            )
+    elif code is ExitCode.INTERRUPTED:
+        error = "interrupted: objects not yet handled stay in S3"
     else:
-        code = ExitCode.PARTIAL if totals.left_in_s3 else ExitCode.OK
         error = None
     info = RunInfo(
         command="drain",
@@ -276,6 +264,8 @@ def _result(
         requests=counter.snapshot(),
         stopped_early=stopped_early,
         shard=str(settings.shard) if settings.shard else None,
+        delete_guard=reporter.guard if reporter else None,
+        probe=reporter.probe if reporter else None,
     )
     return DrainResult(
         exit_code=code,

@@ -25,7 +25,8 @@ from s3drain.drain.filters import FilterRule, Shard, compile_rule, parse_shard
 from s3drain.errors import ConfigError
 
 MatchMode = Literal["size", "checksum"]
-DeleteMode = Literal["batch", "single"]
+DAY = 86400.0
+DeleteMode = Literal["auto", "batch", "single"]
 
 
 @dataclass(frozen=True)
@@ -38,17 +39,21 @@ class DrainSettings:
     processed_dir: Path
     state_dir: Path
     audit_log: Path
-    match: MatchMode = "size"
+    match: MatchMode | None = None  # no longer used: content always decides (warned about)
     workers: int = 16
-    delete_mode: DeleteMode = "batch"
+    delete_mode: DeleteMode = "auto"  # auto: the exact form the server was probed to honour
+    require_exact_delete: bool = False
+    probe: bool = False  # probe the server again, ignoring a cached answer
     conditional_delete: bool = True
     delete_batch_size: int = 1000
     # A timer flush costs one request: at 5 s that stays within 1% of requests down to ~25 small
     # objects/s (2 s broke the 1.01 target on a loaded CI host), and a verified object still
     # waits only seconds for its delete.
     delete_flush_seconds: float = 5.0
+    ledger_retention: float = 90 * 86400.0  # seconds a deleted object's row is kept
     multipart_threshold: int = 16 * MiB
     part_size: int = 8 * MiB
+    max_streams: int = 16  # streams per large object, at most (the run learns how many pay)
     dry_run: bool = False
     no_delete: bool = False
     rules: tuple[FilterRule, ...] = ()
@@ -95,14 +100,18 @@ def load_drain_settings(sources: Sources) -> DrainSettings:
         processed_dir=processed_dir,
         state_dir=state_dir,
         audit_log=audit_log,
-        match=cast(MatchMode, optional(sources, "match", choice("size", "checksum"), "size")),
+        match=cast(MatchMode | None, optional(sources, "match", choice("size", "checksum"), None)),
+        ledger_retention=optional(sources, "ledger_retention", positive_duration, 90 * DAY),
         workers=workers,
         delete_mode=cast(
-            DeleteMode, optional(sources, "delete_mode", choice("batch", "single"), "batch")
+            DeleteMode, optional(sources, "delete_mode", choice("auto", "batch", "single"), "auto")
         ),
         conditional_delete=optional(sources, "conditional_delete", boolean, True),
+        require_exact_delete=optional(sources, "require_exact_delete", boolean, False),
+        probe=bool(sources.flags.get("probe")),
         multipart_threshold=threshold,
         part_size=part_size,
+        max_streams=optional(sources, "max_streams", int_in(1, 256, "max streams"), workers),
         dry_run=optional(sources, "dry_run", boolean, False),
         no_delete=optional(sources, "no_delete", boolean, False),
         rules=_filter_rules(sources),

@@ -11,6 +11,9 @@ from s3drain.output import plural
 from s3drain.records import Status
 from s3drain.units import format_duration, format_size
 
+# The guards that let the server itself refuse anything but the verified object.
+EXACT_GUARDS = frozenset({"etag-batch", "if-match", "version-id"})
+
 
 @dataclass(frozen=True)
 class Totals:
@@ -59,6 +62,8 @@ class RunInfo:
     requests: Mapping[str, int] = field(default_factory=dict)
     stopped_early: str | None = None  # why the run stopped taking objects (limits, abort)
     shard: str | None = None  # "K/N" when --shard was given
+    delete_guard: str | None = None  # how deletes named the verified object (delete_requests.py)
+    probe: str | None = None  # what the server was probed to honour
 
 
 DRY_VERBS = {
@@ -115,6 +120,11 @@ def render_summary(totals: Totals, info: RunInfo) -> str:
         lines.append(
             f"  requests {sum(info.requests.values()):,} ({by_op}); retries {totals.retries:,}"
         )
+    if info.delete_guard:
+        loose = info.delete_guard in ("head-checked", "none")
+        exact = " (NOT exact: see the warning above)" if loose else ""
+        probe = f"; server: {info.probe}" if info.probe else ""
+        lines.append(f"  deletes    {info.delete_guard}{exact}{probe}")
     if info.audit_log:
         lines.append(f"  audit log  {info.audit_log}")
     if info.stopped_early:
@@ -158,4 +168,7 @@ def summary_json(totals: Totals, info: RunInfo) -> dict[str, Any]:
         "retries": totals.retries,
         "requests": {"total": sum(info.requests.values()), "by_operation": dict(info.requests)},
         "audit_log": info.audit_log,
+        "delete_guard": info.delete_guard,
+        "delete_guard_exact": info.delete_guard in EXACT_GUARDS if info.delete_guard else None,
+        "probe": info.probe,
     }

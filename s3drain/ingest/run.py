@@ -27,18 +27,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3drain.errors import ExitCode, describe, http_status
 from s3drain.ingest.bucket import ensure_bucket
-from s3drain.ingest.plan import Ignored, Layout, Planned, collect, plan, size_of, today_utc
-from s3drain.ingest.settings import IngestSettings
-from s3drain.ingest.upload import (
+from s3drain.ingest.digest import (
     Digest,
     Remote,
-    Uploader,
     UploadFailed,
     digest_file,
     file_md5,
     is_identical,
     part_size_for,
 )
+from s3drain.ingest.plan import Ignored, Layout, Planned, collect, plan, size_of, today_utc
+from s3drain.ingest.settings import IngestSettings
+from s3drain.ingest.upload import KeyTaken, Uploader
 from s3drain.output import mask
 from s3drain.s3.client import RequestCounter, S3Client, make_client
 from s3drain.s3.retry import RetryPolicy
@@ -49,6 +49,7 @@ class Fate(StrEnum):
     UPLOADED = "uploaded"
     SKIPPED = "skipped"  # the same bytes are already at the key
     FAILED = "failed"  # nothing was left in S3; the next run tries again
+    CONFLICT = "conflict"  # a different object is at the key: kept, this file not uploaded
     REFUSED = "refused"  # no safe key: not tried
     PLANNED = "planned"  # --dry-run
 
@@ -103,7 +104,7 @@ class _Output:
         why = f": {o.detail}" if o.detail else ""
         if o.fate is Fate.PLANNED:
             self.line(f"would upload {o.path}{where} ({format_size(o.size)})", to_err=False)
-        elif self.verbosity >= 1 or o.fate in (Fate.FAILED, Fate.REFUSED):
+        elif self.verbosity >= 1 or o.fate in (Fate.FAILED, Fate.REFUSED, Fate.CONFLICT):
             self.line(f"{o.fate.value:<9} {o.path}{where} ({format_size(o.size)}){why}")
 
     def warn_once(self, message: str) -> None:
@@ -230,9 +231,13 @@ def _upload(
             if same:
                 detail = f"already there, identical ({how})"
                 return FileOutcome(path, key, Fate.SKIPPED, digest.size, detail, digest.crc32)
-            replaced = f"replaced a different object ({how})"
+            if not settings.overwrite:
+                return _conflict(path, key, digest, f"a different object is at the key ({how})")
+            replaced = f"replaced a different object ({how}, --overwrite)"
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        done = uploader.put(key, path, digest, mime)
+        done = uploader.put(key, path, digest, mime, exclusive=not settings.overwrite)
+    except KeyTaken:
+        return _conflict(path, key, digest, "an object appeared at the key during the upload")
     except UploadFailed as exc:
         return FileOutcome(path, key, Fate.FAILED, size, str(exc))
     except (ClientError, BotoCoreError, OSError) as exc:
@@ -240,6 +245,11 @@ def _upload(
     how = f"{done.parts} parts, crc32" if done.parts else "crc32"
     detail = f"{how}; {replaced}" if replaced else how
     return FileOutcome(path, key, Fate.UPLOADED, digest.size, detail, done.crc32, done.parts)
+
+
+def _conflict(path: Path, key: str, digest: Digest, why: str) -> FileOutcome:
+    detail = f"{why}; kept, this file not uploaded (--overwrite replaces it)"
+    return FileOutcome(path, key, Fate.CONFLICT, digest.size, detail, digest.crc32)
 
 
 def _read(path: Path, settings: IngestSettings) -> Digest:
@@ -263,8 +273,8 @@ def _existing(uploader: Uploader, key: str, output: _Output) -> Remote | None:
             raise
     # Write-only credentials are common for ingestion: upload without the identical check.
     output.warn_once(
-        "S3 denied HeadObject (403): identical objects cannot be recognised, every file is "
-        "uploaded (grant s3:GetObject to skip them)"
+        "S3 denied HeadObject (403): identical objects cannot be recognised, so each file is "
+        "uploaded where no object is at its key yet (grant s3:GetObject to skip identical ones)"
     )
     return None
 
@@ -281,7 +291,7 @@ def _result(
     not_started: int = 0,
 ) -> IngestResult:
     code = ExitCode.OK
-    if any(o.fate in (Fate.FAILED, Fate.REFUSED) for o in outcomes):
+    if any(o.fate in (Fate.FAILED, Fate.REFUSED, Fate.CONFLICT) for o in outcomes):
         code = ExitCode.PARTIAL
     if not_started:
         code = ExitCode.INTERRUPTED

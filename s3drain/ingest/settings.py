@@ -20,6 +20,8 @@ from s3drain.config.sources import (
     size_in,
 )
 from s3drain.errors import ConfigError
+from s3drain.local.paths import NAME_MAX, refusal_for
+from s3drain.output import printable
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class IngestSettings:
     multipart_threshold: int = 64 * MiB
     part_size: int = 16 * MiB
     dry_run: bool = False
+    overwrite: bool = False  # replace a different object at a key (else: conflict, kept)
     verbosity: int = 0
     json_summary: bool = False
 
@@ -67,8 +70,16 @@ def load_ingest_settings(sources: Sources, paths: Sequence[str]) -> IngestSettin
     spec = required(sources, "spec", "spec")
     fmt = optional(sources, "format", str, None)
     for label, part in (("layer", layer), ("origin", origin), ("spec", spec), ("format", fmt)):
-        if part is not None and ("/" in part or part in (".", "..") or not part.strip()):
-            raise ConfigError(f"{label} {part!r} must be one key segment (no '/', not '.' or '..')")
+        if part is None:
+            continue
+        why = "it contains '/'" if "/" in part else refusal_for(part, NAME_MAX)
+        if why is None and part != part.strip():
+            why = "it starts or ends with a space"
+        if why is not None:
+            raise ConfigError(
+                f"{label} {printable(part)!r} cannot be a key segment the drain brings back "
+                f"({why}): use one plain name such as Raw, Local or Movies"
+            )
     if not paths:
         raise ConfigError("no files to ingest: name one or more files or folders")
     date = sources.flags.get("date")
@@ -87,6 +98,7 @@ def load_ingest_settings(sources: Sources, paths: Sequence[str]) -> IngestSettin
         ),
         part_size=optional(sources, "part_size", size_in(5 * MiB, 5 * 1024 * MiB), 16 * MiB),
         dry_run=optional(sources, "dry_run", boolean, False),
+        overwrite=optional(sources, "overwrite", boolean, False),
         verbosity=int(sources.flags.get("verbosity") or 0),  # type: ignore[call-overload]
         json_summary=bool(sources.flags.get("json_summary")),
     )

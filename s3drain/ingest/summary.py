@@ -13,6 +13,7 @@ _FATES = {
     Fate.SKIPPED: "already in S3, identical",
     Fate.FAILED: "failed after retries; nothing left in S3, run again",
     Fate.REFUSED: "no safe key, not tried (see above)",
+    Fate.CONFLICT: "a different object is at the key: kept (--overwrite replaces it)",
     Fate.PLANNED: "would be uploaded (dry run)",
 }
 
@@ -42,7 +43,7 @@ def render_summary(settings: IngestSettings, result: IngestResult) -> str:
         lines.append(f"  requests {total:,} ({by_op}); retries {result.retries:,}")
     if result.not_started:
         lines.append(f"  stopped early: {result.not_started:,} files not started")
-    bad = result.count(Fate.FAILED) + result.count(Fate.REFUSED)
+    bad = result.count(Fate.FAILED) + result.count(Fate.REFUSED) + result.count(Fate.CONFLICT)
     verdict = f"{bad:,} files not in S3, see above" if bad else "ok"
     lines.append(f"result: {verdict} (exit {int(result.exit_code)})")
     return "\n".join(lines)

@@ -33,6 +33,8 @@ def audit_entry(outcome: Outcome, run_id: str, bucket: str) -> dict[str, Any]:
         "deleted": outcome.deleted,
         "local_path": outcome.local_path,
         "verified": outcome.verified,
+        "checksums": outcome.checksums,
+        "delete_guard": outcome.delete_guard,
         "detail": outcome.detail or None,
     }
 

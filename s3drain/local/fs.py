@@ -11,13 +11,14 @@ import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Iterable
 
-_HAS_XATTR = hasattr(os, "setxattr")
+from s3drain.records import FileId
+
 _HAS_FALLOCATE = hasattr(os, "posix_fallocate")
 # errno values that mean "this disk cannot take more": the run stops instead of failing every
 # object that follows.
 STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+_COMPARE_CHUNK = 1024 * 1024
 
 
 class LocalFS:
@@ -111,16 +112,6 @@ class LocalFS:
         else:
             os.ftruncate(fd, size)
 
-    def tag(self, fd: int, name: str, value: str) -> None:
-        """Record which object version the file holds, where the file system allows it."""
-        if not _HAS_XATTR:
-            return
-        try:
-            os.setxattr(fd, name, value.encode("ascii", "replace"))
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES):
-                raise
-
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
 
@@ -151,18 +142,42 @@ class LocalFS:
         finally:
             os.close(fd)
 
-    def sync_for_delete(self, files: Iterable[str], folders: Iterable[str]) -> None:
-        """Before S3 deletes anything: the files not written (and fsynced) by this run, then
-        every folder a file was linked into, once each. A batch of 1000 downloads into one
-        folder costs one folder fsync instead of 1000."""
-        for path in files:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for folder in folders:
-            self.fsync_dir(folder)
+    def file_id(self, fd: int) -> FileId:
+        return FileId.of(os.fstat(fd))
+
+    def fsync_file(self, path: str, expect: FileId) -> None:
+        """Before a delete that relies on a file this run did not write (an ETL's copy): its
+        bytes and its folder entry on disk. The file must still be the one whose content was
+        proven; one moved or replaced since raises FileNotFoundError."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            if FileId.of(os.fstat(fd)) != expect:
+                raise FileNotFoundError(errno.ENOENT, "changed since its content was proven", path)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.fsync_dir(os.path.dirname(path))
+
+    def same_bytes(self, fd: int, path: str) -> bool:
+        """Does the file at `path` hold exactly the bytes of the open file `fd`?"""
+        size = os.fstat(fd).st_size
+        try:
+            other = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            if os.fstat(other).st_size != size:
+                return False
+            offset = 0
+            while offset < size:
+                want = min(_COMPARE_CHUNK, size - offset)
+                mine, theirs = os.pread(fd, want, offset), os.pread(other, want, offset)
+                if mine != theirs or not mine:
+                    return False
+                offset += len(mine)
+            return True
+        finally:
+            os.close(other)
 
     def remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -16,11 +16,11 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
+from s3drain.records import FileId
+
 TEMP_NAME_PREFIX = ".s3drain-"
+NAME_MAX = 255  # the usual limit on one file name, in bytes
 TEMP_NAME_SUFFIX = ".part"
-XATTR_ETAG = "user.s3drain.etag"
-_HAS_XATTR = hasattr(os, "getxattr")
-_READ_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,8 @@ def relative_key(key: str, prefix: str) -> str:
     return key[len(folder) :]
 
 
-def _refusal_for(rel: str, name_max: int) -> str | None:
+def refusal_for(rel: str, name_max: int = NAME_MAX) -> str | None:
+    """Why this relative path cannot be a local file's, or None."""
     if "\x00" in rel:
         return "the key contains a NUL byte, which no file name can hold"
     for char in rel:
@@ -107,7 +108,7 @@ class Layout:
             if size == 0:
                 return FolderMarker()
             return Refusal(f"the key ends with '/' (a folder name) but holds {size} bytes")
-        reason = _refusal_for(rel, self.name_max)
+        reason = refusal_for(rel, self.name_max)
         if reason is not None:
             return Refusal(reason)
         raw = os.path.join(self.raw_dir, rel)
@@ -184,18 +185,20 @@ class Kind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:
+    """What sits at a path: its kind, and for a regular file which file it is (device, inode,
+    size, mtime). Nothing here says whose bytes it holds: only content, or the ledger, can."""
+
     path: str
     kind: Kind
-    size: int = 0
-    etag: str | None = None  # the ETag s3drain recorded on the file when it downloaded it
-    md5: str | None = None  # computed only for --match checksum, when the size already matches
-    mtime: float = 0.0  # when the file was last written (seconds since the epoch)
+    file: FileId | None = None
+
+    @property
+    def size(self) -> int:
+        return self.file.size if self.file is not None else 0
 
 
-def look(
-    path: str, *, expect_size: int, want_md5: bool, case_insensitive: bool = False
-) -> LocalFile:
-    """One lstat (plus one getxattr when a file is there): never a directory walk."""
+def look(path: str, *, case_insensitive: bool = False) -> LocalFile:
+    """One lstat: never a directory walk (a listdir only on a case-insensitive file system)."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -209,27 +212,7 @@ def look(
     if case_insensitive and os.path.basename(path) not in os.listdir(os.path.dirname(path)):
         # Found under another case: it is another key's file, not this one's.
         return LocalFile(path, Kind.OTHER)
-    md5 = file_md5(path) if want_md5 and info.st_size == expect_size else None
-    return LocalFile(
-        path, Kind.FILE, size=info.st_size, etag=read_etag(path), md5=md5, mtime=info.st_mtime
-    )
-
-
-def read_etag(path: str) -> str | None:
-    if not _HAS_XATTR:
-        return None
-    try:
-        return os.getxattr(path, XATTR_ETAG, follow_symlinks=False).decode("ascii", "replace")
-    except OSError:
-        return None
-
-
-def file_md5(path: str) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return LocalFile(path, Kind.FILE, FileId.of(info))
 
 
 def temp_name_for(target: str, key: str, etag: str) -> str:

@@ -78,6 +78,15 @@ def _freeze_user_agent(client: BaseClient) -> None:
     creator.to_string = lambda: frozen
 
 
+def _verify_bodies_ourselves(context: dict[str, Any], **_: Any) -> None:
+    """GetObject answers keep their checksum headers (ChecksumMode is still sent) but botocore
+    does not wrap the body to validate it: s3drain hashes each byte once itself, per segment,
+    and combines ranges (`drain/fetch.py`). botocore's wrapper would hash the bytes a second
+    time, and on a server that sends the whole object's checksum with a ranged answer it
+    would fail every range."""
+    context.get("checksum", {}).pop("response_algorithms", None)
+
+
 def make_client(settings: S3Settings, counter: RequestCounter | None = None) -> S3Client:
     try:
         session = botocore.session.Session(profile=settings.profile)
@@ -99,7 +108,8 @@ def make_client(settings: S3Settings, counter: RequestCounter | None = None) -> 
         max_pool_connections=settings.max_pool_connections,
         retries={"total_max_attempts": 1, "mode": "standard"},
         s3={"addressing_style": settings.addressing_style},
-        # botocore then validates a full-object CRC32/SHA on every GET that carries one.
+        # ChecksumMode=ENABLED on every GET: the answer names the full-object checksum, which
+        # s3drain verifies itself (`_verify_bodies_ourselves`).
         response_checksum_validation="when_supported",
         request_checksum_calculation="when_supported",
         tcp_keepalive=True,
@@ -115,6 +125,7 @@ def make_client(settings: S3Settings, counter: RequestCounter | None = None) -> 
         config=config,
     )
     _freeze_user_agent(client)
+    client.meta.events.register("before-call.s3.GetObject", _verify_bodies_ourselves)
     if counter is not None:
         client.meta.events.register("before-send.s3", counter.on_send)
     return cast("S3Client", client)

@@ -8,6 +8,7 @@ file-system errors. One classification, used by every stage and by the error mes
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -28,11 +29,11 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_when_event_set,
-    wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from s3drain.errors import TransientError, error_code, http_status
+from s3drain.s3.breaker import Breaker, is_connection_failure
 
 T = TypeVar("T")
 
@@ -68,12 +69,29 @@ def is_retryable(exc: BaseException) -> bool:
     )
 
 
+class _StopWhen(stop_base):
+    """Stop retrying once `condition()` holds (Ctrl-C, a halt, a tripped breaker)."""
+
+    def __init__(self, condition: Callable[[], bool]) -> None:
+        self._condition = condition
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._condition()
+
+
+# With a breaker, a connection failure waits at least this long, doubling: six attempts span
+# well over the few seconds a blip lasts, and the breaker ends the wait for a real outage.
+OUTAGE_BASE_SECONDS = 1.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, `max_attempts` tries in all.
 
     With a `stop_event` (Ctrl-C), a backoff ends the moment it is set and no further attempt
-    starts: the last error is raised. Tests pass a no-op `sleep`.
+    starts: the last error is raised. With a `breaker`, every answer and every connection
+    failure is reported to it, connection failures wait long enough to ride out a blip, and
+    once it has tripped no further attempt starts. Tests pass a no-op `sleep`.
     """
 
     max_attempts: int = 6
@@ -82,40 +100,64 @@ class RetryPolicy:
     sleep: Callable[[float], None] | None = None  # None: really wait (interruptibly)
     on_retry: Callable[[str, BaseException, int], None] | None = None
     stop_event: threading.Event | None = None
+    breaker: Breaker | None = None
 
     def pause(self, seconds: float) -> None:
         if self.sleep is not None:
             self.sleep(seconds)
         elif self.stop_event is not None:
             self.stop_event.wait(seconds)
+        elif self.breaker is not None:
+            self.breaker.event.wait(seconds)
         else:
             time.sleep(seconds)
 
+    def _stopped(self) -> bool:
+        if self.stop_event is not None and self.stop_event.is_set():
+            return True
+        return self.breaker is not None and self.breaker.tripped is not None
+
     def run(self, what: str, step: Callable[[], T]) -> T:
-        stop = stop_after_attempt(self.max_attempts)
-        event = self.stop_event
-        if event is not None:
-            stop = stop | stop_when_event_set(event)  # type: ignore[assignment]
+        stop = stop_after_attempt(self.max_attempts) | _StopWhen(self._stopped)
+        breaker = self.breaker
         last_error: list[BaseException] = []
 
         def attempt() -> T:
-            if last_error and event is not None and event.is_set():
+            if last_error and self._stopped():
                 raise last_error[0]  # stopped during the backoff: no new attempt
             try:
-                return step()
-            except BaseException as exc:
+                result = step()
+            except ClientError as exc:
+                if breaker is not None:
+                    breaker.answered()  # an error from S3 is still an answer
                 last_error[:] = [exc]
                 raise
+            except BaseException as exc:
+                if breaker is not None:
+                    breaker.failed(exc)
+                last_error[:] = [exc]
+                raise
+            if breaker is not None:
+                breaker.answered()
+            return result
 
         retrying = Retrying(
             stop=stop,
-            wait=wait_random_exponential(multiplier=self.base_seconds, max=self.cap_seconds),
+            wait=self._wait,
             retry=retry_if_exception(is_retryable),
             sleep=self.pause,
             before_sleep=self._before_sleep(what),
             reraise=True,
         )
         return retrying(attempt)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if self.breaker is not None and exc is not None and is_connection_failure(exc):
+            ceiling = min(self.cap_seconds, OUTAGE_BASE_SECONDS * 2 ** (state.attempt_number - 1))
+            return OUTAGE_BASE_SECONDS + random.uniform(0, ceiling)
+        ceiling = min(self.cap_seconds, self.base_seconds * 2 ** (state.attempt_number - 1))
+        return random.uniform(0, ceiling)
 
     def _before_sleep(self, what: str) -> Callable[[RetryCallState], None] | None:
         on_retry = self.on_retry

@@ -3,10 +3,12 @@ botocore-level fault injection for in-process (mock_aws) runs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +21,7 @@ from botocore.compat import HTTPHeaders
 from moto import mock_aws
 
 from s3drain.config.s3 import S3Settings
+from s3drain.drain.fanout import StreamPolicy
 from s3drain.drain.run import DrainResult, run_drain
 from s3drain.drain.settings import DrainSettings
 from s3drain.drain.summary import render_summary
@@ -79,10 +82,18 @@ def drain(
     client: S3Client,
     fs: LocalFS | None = None,
     stop: threading.Event | None = None,
+    streams: StreamPolicy | None = None,
 ) -> RunOutput:
     out, err = io.StringIO(), io.StringIO()
     result = run_drain(
-        settings, out=out, err=err, client=client, fs=fs, sleep=lambda _: None, stop=stop
+        settings,
+        out=out,
+        err=err,
+        client=client,
+        fs=fs,
+        sleep=lambda _: None,
+        stop=stop,
+        streams=streams,
     )
     return RunOutput(result, out.getvalue(), err.getvalue())
 
@@ -134,6 +145,21 @@ def audit_lines(settings: DrainSettings) -> list[dict[str, Any]]:
     return [json.loads(line) for line in settings.audit_log.read_text().splitlines()]
 
 
+def ledger_rows(settings: DrainSettings, where: str = "1 = 1") -> list[dict[str, Any]]:
+    """Rows of the run's ledger, read straight from SQLite (not through s3drain's code)."""
+    path = settings.state_dir / "state.db"
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(f"SELECT * FROM deliveries WHERE {where}")  # noqa: S608
+        return [dict(row) for row in rows]
+
+
+def unaudited_keys(settings: DrainSettings) -> set[str]:
+    return {row["key"] for row in ledger_rows(settings, "audited = 0")}
+
+
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -164,6 +190,13 @@ class Call:
 
 
 Answer = tuple[AWSResponse, dict[str, Any]]
+
+
+def is_probe(call: Call) -> bool:
+    """A request of s3drain's probe of conditional deletes (on a random missing key)."""
+    body = call.params.get("body", b"")
+    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+    return ".s3drain-probe-" in call.url or ".s3drain-probe-" in text
 
 
 def header(call: Call, name: str) -> str:

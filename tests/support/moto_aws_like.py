@@ -24,9 +24,10 @@ Run ``python -m tests.support.moto_aws_like -H 127.0.0.1 -p PORT`` (moto.server'
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 from xml.etree import ElementTree
@@ -141,6 +142,19 @@ def patch() -> None:
     respond = S3Response._bucket_response_delete_keys
     S3Response._bucket_response_delete_keys = _honour_etags(respond)  # type: ignore[method-assign]
     S3Backend.delete_objects = _skip_refused(S3Backend.delete_objects)  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def patched() -> Iterator[None]:
+    """The same patch for in-process (mock_aws) tests, undone afterwards."""
+    respond, delete = S3Response._bucket_response_delete_keys, S3Backend.delete_objects
+    S3Response._bucket_response_delete_keys = _honour_etags(respond)  # type: ignore[method-assign]
+    S3Backend.delete_objects = _skip_refused(delete)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        S3Response._bucket_response_delete_keys = respond  # type: ignore[method-assign]
+        S3Backend.delete_objects = delete  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> None:

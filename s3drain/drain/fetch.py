@@ -1,0 +1,296 @@
+"""Fill a temp file with one object's bytes from S3, and prove they are its bytes.
+
+Every object starts as one GET of the whole object, with If-Match on the listed ETag (and the
+answer's own ETag checked, for servers that ignore If-Match). Its headers say how the bytes
+will be proven: S3's full-object checksum (CRC64NVME, CRC32C, CRC32, SHA1, SHA256) where the
+object has one, else the MD5 of a single-part ETag, else only the byte count.
+
+A large object (--multipart-threshold) may get more streams while it downloads (`fanout.py`
+decides how many): the segment with the most bytes left is split in two, the first stream
+stops at the split, and a ranged GET takes the rest. Bytes are written at their offsets. A CRC
+is computed per segment as the bytes arrive and the segments' CRCs are combined at the end, so
+every byte is hashed once however the object was split; an MD5 or SHA follows the first
+segment and reads the others back from the page cache. A stream cut short resumes where it
+stopped (a ranged GET from its position) under the retry policy.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from s3drain.checksums import (
+    Crc,
+    Expected,
+    Hash,
+    full_object_checksum,
+    is_combinable,
+    md5,
+    new_hash,
+)
+from s3drain.drain.fanout import StreamPolicy
+from s3drain.drain.slots import GetSlots
+from s3drain.drain.verify import (
+    CHUNK,
+    EMPTY_MD5,
+    Interrupted,
+    ObjectChanged,
+    Verified,
+    check_etag,
+    label,
+    md5_applies,
+)
+from s3drain.errors import TransientError, error_code, http_status
+from s3drain.local.fs import LocalFS
+from s3drain.records import ObjectRecord
+from s3drain.s3.client import S3Client
+from s3drain.s3.retry import RetryPolicy
+
+POLL_SECONDS = 0.1  # how often a large object's coordinator reconsiders its streams
+
+
+@dataclass(frozen=True)
+class Fetcher:
+    """Everything a fetch needs, built once per run and shared by the workers."""
+
+    client: S3Client
+    bucket: str
+    retry: RetryPolicy
+    fs: LocalFS
+    pool: Executor  # a large object's streams run here; its worker coordinates them
+    multipart_threshold: int
+    part_size: int
+    stop: threading.Event
+    slots: GetSlots
+    streams: StreamPolicy
+
+
+@dataclass
+class _Segment:
+    start: int
+    end: int  # exclusive; lowered when the segment is split
+    pos: int
+    crc: Crc | None = None
+    future: Future[None] | None = None
+
+
+@dataclass
+class _Job:
+    """One object's fetch: its segments, and what its first answer said."""
+
+    f: Fetcher
+    record: ObjectRecord
+    fd: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    segments: list[_Segment] = field(default_factory=list)
+    learned: threading.Event = field(default_factory=threading.Event)
+    abort: threading.Event = field(default_factory=threading.Event)
+    expected: Expected | None = None
+    inline: Hash | None = None  # MD5/SHA over the first segment (bytes in order)
+    inline_name: str | None = None
+    version_id: str | None = None
+
+    def learn(self, response: Any) -> None:
+        """The first answer: which checksum proves the object, and its version."""
+        self.version_id = response.get("VersionId")
+        self.expected = full_object_checksum(response)
+        if self.expected is not None and is_combinable(self.expected.name):
+            for segment in self.segments:
+                segment.crc = Crc(self.expected.name)
+        elif self.expected is not None:
+            self.inline, self.inline_name = new_hash(self.expected.name), self.expected.name
+        elif md5_applies(self.record, response):
+            self.inline, self.inline_name = md5(), "md5"
+        self.learned.set()
+
+    def params(self, start: int, first: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "Bucket": self.f.bucket,
+            "Key": self.record.key,
+            "IfMatch": self.record.quoted_etag,
+        }
+        if self.record.version_id is not None:
+            params["VersionId"] = self.record.version_id
+        if not first or start:
+            params["Range"] = f"bytes={start}-{self.record.size - 1}"
+        return params
+
+
+def fetch(f: Fetcher, record: ObjectRecord, fd: int) -> Verified:
+    """Fill `fd` with the object; raises ObjectChanged (412/404), Interrupted (the run is
+    stopping), TransientError or botocore's errors (after retries)."""
+    if record.size == 0 and record.etag == EMPTY_MD5:
+        # The ETag already proves the content: nothing to fetch.
+        return Verified("md5", f"md5:{EMPTY_MD5}", None)
+    job = _Job(f, record, fd, segments=[_Segment(0, record.size, 0)])
+    try:
+        with f.slots.held(1):
+            if record.size < f.multipart_threshold:
+                _stream(job, job.segments[0], first=True)
+            else:
+                f.fs.allocate(fd, record.size)
+                _coordinate(job)
+    except ClientError as exc:
+        if http_status(exc) == 412 or error_code(exc) == "PreconditionFailed":
+            raise ObjectChanged("overwritten in S3 after it was listed") from None
+        if http_status(exc) == 404 or error_code(exc) == "NoSuchKey":
+            raise ObjectChanged("removed from S3 after it was listed") from None
+        raise
+    return _verify(job)
+
+
+def _coordinate(job: _Job) -> None:
+    """Run the streams of a large object in the pool, adding one when the policy wants more and
+    a connection is idle; wait for all, raise the first failure after stopping the others."""
+    f = job.f
+    first = job.segments[0]
+    first.future = f.pool.submit(_stream, job, first, True)
+    extra_slots = 0
+    try:
+        while True:
+            running = [
+                s.future for s in job.segments if s.future is not None and not s.future.done()
+            ]
+            for segment in job.segments:
+                if segment.future is not None and segment.future.done():
+                    segment.future.result()  # a failed stream fails the object
+            if not running:
+                return
+            wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            if not job.learned.is_set() or f.stop.is_set():
+                continue
+            victim = _splittable(job)
+            want = f.streams.wanted(can_grow=victim is not None and f.slots.idle() > 0)
+            if victim is not None and len(running) < want and f.slots.take_idle():
+                extra_slots += 1
+                _split(job, victim)
+    except BaseException:
+        job.abort.set()
+        wait([s.future for s in job.segments if s.future is not None])
+        raise
+    finally:
+        f.slots.give_back(extra_slots)
+
+
+def _splittable(job: _Job) -> _Segment | None:
+    """The running segment with the most bytes left, if its rest can give two ranges of at
+    least --part-size."""
+    with job.lock:
+        live = [s for s in job.segments if s.future is not None and not s.future.done()]
+        if not live:
+            return None
+        best = max(live, key=lambda s: s.end - s.pos)
+        return best if best.end - best.pos >= 2 * job.f.part_size else None
+
+
+def _split(job: _Job, segment: _Segment) -> None:
+    with job.lock:
+        left = segment.end - segment.pos
+        if left < 2 * job.f.part_size:
+            return
+        middle = segment.pos + left // 2
+        rest = _Segment(middle, segment.end, middle)
+        if segment.crc is not None:
+            rest.crc = Crc(segment.crc.name)
+        segment.end = middle  # its stream stops here
+        job.segments.append(rest)
+    rest.future = job.f.pool.submit(_stream, job, rest, False)
+
+
+def _stream(job: _Job, segment: _Segment, first: bool) -> None:
+    """One stream: GET from the segment's position to its end (which a split may lower while
+    it runs), writing at offsets; resumed from where it stopped on a retry."""
+    f, record = job.f, job.record
+    got_headers = False
+
+    def attempt() -> None:
+        nonlocal got_headers
+        whole = first and not got_headers
+        response = f.client.get_object(**job.params(segment.pos, whole))
+        body = response["Body"]
+        try:
+            check_etag(record, response)
+            if whole:
+                job.learn(response)
+                got_headers = True
+            elif (response.get("ContentRange") or "").split("/")[0] != (
+                f"bytes {segment.pos}-{record.size - 1}"
+            ):
+                raise TransientError(
+                    f"asked for bytes {segment.pos}-, got {response.get('ContentRange')}"
+                )
+            _read_body(job, segment, body)
+        finally:
+            body.close()
+
+    f.retry.run(
+        f"GetObject {record.key}" + (f" from {segment.start}" if not first else ""), attempt
+    )
+
+
+def _read_body(job: _Job, segment: _Segment, body: Any) -> None:
+    f = job.f
+    inline = job.inline if segment.start == 0 else None
+    while True:
+        with job.lock:
+            want = min(CHUNK, segment.end - segment.pos)
+        if want <= 0:
+            return  # reached its end (perhaps lowered by a split): the rest is another's
+        chunk = body.read(want)
+        if not chunk:
+            raise TransientError(f"the body ended at {segment.pos} of {job.record.size} bytes")
+        f.fs.pwrite(job.fd, chunk, segment.pos)
+        if segment.crc is not None:
+            segment.crc.update(chunk)
+        if inline is not None:
+            inline.update(chunk)
+        with job.lock:
+            segment.pos += len(chunk)
+        f.streams.moved(len(chunk))
+        if job.abort.is_set() or (f.stop.is_set() and segment.pos < segment.end):
+            raise Interrupted
+
+
+def _verify(job: _Job) -> Verified:
+    record, segments = job.record, sorted(job.segments, key=lambda s: s.start)
+    covered = 0
+    for segment in segments:
+        if segment.start != covered or segment.pos != segment.end:
+            raise TransientError(f"bytes {covered}- of {record.size} did not all arrive")
+        covered = segment.end
+    if covered != record.size:
+        raise TransientError(f"received {covered} bytes, the listing said {record.size}")
+    expected = job.expected
+    if expected is not None and segments[0].crc is not None:
+        total = segments[0].crc
+        for segment in segments[1:]:
+            assert segment.crc is not None
+            total = total.then(segment.crc)
+        if total.b64() != expected.value:
+            raise TransientError(f"{expected.name} {total.b64()} does not match S3's {expected}")
+        return Verified(expected.name, str(expected), job.version_id)
+    if job.inline is not None and job.inline_name is not None:
+        _follow_rest(job, segments[0].end)
+        value = job.inline.hexdigest() if job.inline_name == "md5" else job.inline.b64()
+        wanted = record.etag if job.inline_name == "md5" else expected.value if expected else ""
+        if value != wanted:
+            raise TransientError(f"{job.inline_name} {value} does not match {wanted}")
+        return Verified(job.inline_name, f"{job.inline_name}:{value}", job.version_id)
+    return Verified(label(record), None, job.version_id)
+
+
+def _follow_rest(job: _Job, start: int) -> None:
+    """An MD5 or SHA cannot be combined: the bytes after the first segment are read back (from
+    the page cache, just written) and hashed in order."""
+    assert job.inline is not None
+    position = start
+    while position < job.record.size:
+        data = job.f.fs.pread(job.fd, min(CHUNK, job.record.size - position), position)
+        if not data:
+            raise TransientError(f"the temp file ended at {position} bytes")
+        job.inline.update(data)
+        position += len(data)

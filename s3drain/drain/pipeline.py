@@ -1,0 +1,164 @@
+"""The stages of one run, built and joined: sweep and recovery of what a killed run left, the
+--max-delete guard, then the listing dispatched to the workers, the transfers and the deleter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from s3drain.drain.context import Context, RunState
+from s3drain.drain.delete_requests import DeleteGuard
+from s3drain.drain.deleter import DeletePolicy, Deleter
+from s3drain.drain.dispatch import dispatch
+from s3drain.drain.fanout import FanOut, StreamPolicy
+from s3drain.drain.fetch import Fetcher
+from s3drain.drain.guard import GuardChoice, choose_guard, probed
+from s3drain.drain.recovery import recover
+from s3drain.drain.reporter import Reporter
+from s3drain.drain.select import guard_deletes
+from s3drain.drain.settings import DrainSettings
+from s3drain.drain.slots import GetSlots
+from s3drain.drain.transfer import Transfer, sweep_temp_files
+from s3drain.errors import AbortError
+from s3drain.local.fs import LocalFS
+from s3drain.local.ledger import Ledger
+from s3drain.local.paths import Layout
+from s3drain.s3.breaker import Breaker
+from s3drain.s3.client import S3Client
+from s3drain.s3.retry import RetryPolicy
+
+
+def _guard(
+    settings: DrainSettings,
+    *,
+    client: S3Client,
+    retry: RetryPolicy,
+    ledger: Ledger | None,
+    reporter: Reporter,
+    versioned: bool,
+) -> GuardChoice | None:
+    """Before anything changes: how deletes will name their objects (--require-exact-delete
+    and a refused --delete-mode stop the run here)."""
+    if settings.no_delete:
+        return None
+    probe = probed(settings, client, retry, ledger) if settings.conditional_delete else None
+    if probe is None and settings.conditional_delete:
+        reporter.delete_guard("not probed yet (a real run probes; --probe probes now)", None)
+        return None
+    choice = choose_guard(settings, probe, versioned)
+    reporter.delete_guard(choice.guard.value, probe.describe() if probe else None)
+    if choice.note:
+        reporter.warn(choice.note)
+    return choice
+
+
+def run_pipeline(
+    settings: DrainSettings,
+    *,
+    client: S3Client,
+    fs: LocalFS,
+    reporter: Reporter,
+    state: RunState,
+    sleep: Callable[[float], None] | None,
+    versioned: bool,
+    ledger: Ledger | None,
+    streams: StreamPolicy | None = None,
+) -> str | None:
+    # Shared by every request of the run: a dead endpoint stops the run (exit 5), a blip does not.
+    breaker = Breaker(on_trip=lambda message: state.fail(AbortError(message)))
+    retry = RetryPolicy(
+        max_attempts=settings.s3.max_attempts,
+        sleep=sleep,
+        on_retry=reporter.retrying,
+        stop_event=state.stop,
+        breaker=breaker,
+    )
+    choice = _guard(
+        settings,
+        client=client,
+        retry=retry,
+        ledger=ledger,
+        reporter=reporter,
+        versioned=versioned,
+    )
+    if settings.match is not None:
+        reporter.warn(
+            "--match / S3DRAIN_MATCH no longer does anything: a local file counts as an object "
+            "only when the ledger or the file's content proves it"
+        )
+    if not settings.dry_run:
+        assert ledger is not None
+        swept = sweep_temp_files(str(settings.raw_dir), fs)
+        if swept:
+            reporter.info(f"removed {swept} temporary file(s) left by an interrupted run")
+        recovered = recover(
+            ledger,
+            client,
+            settings.bucket,
+            retry,
+            fs,
+            record=reporter.record,
+            can_record=reporter.audit_healthy,
+        )
+        if str(recovered):
+            reporter.info(f"interrupted run: {recovered}")
+    layout = Layout.create(
+        str(settings.raw_dir),
+        str(settings.processed_dir),
+        settings.prefix,
+        probe=not settings.dry_run,
+    )
+    if settings.max_delete is not None and not (settings.no_delete or settings.dry_run):
+        guard_deletes(
+            settings, client=client, layout=layout, retry=retry, reporter=reporter, ledger=ledger
+        )
+
+    part_pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="s3drain-stream")
+    fetcher = Fetcher(
+        client=client,
+        bucket=settings.bucket,
+        retry=retry,
+        fs=fs,
+        pool=part_pool,
+        multipart_threshold=settings.multipart_threshold,
+        part_size=settings.part_size,
+        stop=state.stop,
+        slots=GetSlots(settings.workers),
+        streams=streams or FanOut(min(settings.max_streams, settings.workers)),
+    )
+    transfer = Transfer(fetcher, fs, None if settings.dry_run else ledger)
+    deleter = None
+    if not settings.dry_run:
+        assert ledger is not None
+        deleter = Deleter(
+            client,
+            DeletePolicy(
+                bucket=settings.bucket,
+                guard=choice.guard if choice else DeleteGuard.NONE,
+                send=not settings.no_delete,
+                batch_size=settings.delete_batch_size,
+                flush_seconds=settings.delete_flush_seconds,
+                single_workers=settings.workers,
+                max_deletes=settings.max_delete,
+            ),
+            # Verified objects are deleted even while the run halts: no early stop on their retries.
+            retry=replace(retry, stop_event=None),
+            fs=fs,
+            ledger=ledger,
+            record=reporter.record_pending,
+            can_record=reporter.audit_healthy,
+            room_to_record=reporter.room_to_record,
+            sync=reporter.sync,
+            fatal=state.fail,
+            crashed=state.crashed,
+        )
+    ctx = Context(
+        settings, layout, reporter, transfer, deleter, state, client, retry, ledger, versioned
+    )
+    try:
+        return dispatch(ctx)
+    finally:
+        if deleter is not None:
+            deleter.close()
+        part_pool.shutdown()

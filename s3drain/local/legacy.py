@@ -1,0 +1,121 @@
+"""Taking over a base path an s3drain without a ledger wrote, once, when its ledger is created.
+
+That version left two records of what it did: the extended attribute `user.s3drain.etag` on each
+file it downloaded (where the file system kept it), and `.s3drain/deletes-in-flight.jsonl`, the
+deletes a killed run may have sent. Both become ledger rows:
+
+- journal entries become deliveries whose delete is in flight; the run's recovery then asks S3
+  about each, as that version's own recovery would have;
+- a file tagged with a multipart ETag becomes a delivery of that ETag (and the file's size), so
+  it is not downloaded again only to be compared. A file tagged with an MD5 ETag is left to the
+  usual proof by content, which costs a read but no download and trusts nothing but the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from s3drain.local.ledger import Ledger
+from s3drain.local.ledger_rows import UNKNOWN_TIME, NewDelivery
+from s3drain.records import FileId, ObjectRecord
+
+XATTR_ETAG = "user.s3drain.etag"
+LEGACY_JOURNAL = "deletes-in-flight.jsonl"
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    files: int
+    journaled: int
+
+
+def has_legacy_state(state_dir: Path) -> bool:
+    return (state_dir / LEGACY_JOURNAL).exists() or (state_dir / "audit.jsonl").exists()
+
+
+def _journal_rows(path: Path) -> list[NewDelivery]:
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return []
+    rows: list[NewDelivery] = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            record = ObjectRecord(
+                key=entry["key"],
+                size=int(entry["size"]),
+                etag=entry["etag"],
+                last_modified=datetime.fromisoformat(entry["last_modified"]),
+                version_id=entry.get("version_id"),
+            )
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last write: that batch was never sent
+        how = entry.get("status") if entry.get("status") in ("processed", "present") else None
+        rows.append(
+            NewDelivery(
+                record,
+                entry.get("local_path") or "",
+                None,
+                None,
+                entry.get("verified"),
+                how or "downloaded",
+            )
+        )
+    return rows
+
+
+def _tagged_files(root: Path) -> Iterator[tuple[Path, str, os.stat_result]]:
+    if not hasattr(os, "getxattr"):
+        return
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".s3drain")]
+        for name in names:
+            path = Path(folder) / name
+            try:
+                info = os.lstat(path)
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                etag = os.getxattr(path, XATTR_ETAG, follow_symlinks=False).decode("ascii")
+            except (OSError, UnicodeDecodeError):
+                continue
+            yield path, etag, info
+
+
+def take_over(
+    ledger: Ledger, state_dir: Path, raw_dir: Path, processed_dir: Path, prefix_folder: str
+) -> TakenOver:
+    """Called once, right after this base path's ledger was created."""
+    journal = state_dir / LEGACY_JOURNAL
+    journaled = _journal_rows(journal)
+    files: list[NewDelivery] = []
+    for root in (raw_dir, processed_dir):
+        for path, etag, info in _tagged_files(root):
+            if "-" not in etag:
+                continue  # an MD5 ETag: the file's content proves it, or does not
+            rel = path.relative_to(root).as_posix()
+            record = ObjectRecord(prefix_folder + rel, info.st_size, etag, UNKNOWN_TIME)
+            files.append(
+                NewDelivery(
+                    record,
+                    str(path),
+                    FileId.of(info),
+                    None,
+                    "etag (s3drain before 0.2)",
+                    "migrated",
+                )
+            )
+    if journaled:
+        ledger.deliver(staged=[], adopted=journaled, sending=[], adopted_sending=True)
+    if files:
+        ledger.deliver(staged=[], adopted=files, sending=[], adopted_sending=False)
+    ledger.set_meta("legacy_taken_over", f"{len(files)} files, {len(journaled)} journaled")
+    if journal.exists():
+        journal.unlink()  # its entries live in the ledger now
+    return TakenOver(len(files), len(journaled))
