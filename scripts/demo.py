@@ -84,7 +84,15 @@ def show_result(url: str) -> None:
             + json.dumps(
                 {
                     k: entry[k]
-                    for k in ("key", "status", "deleted", "local_path", "verified", "detail")
+                    for k in (
+                        "key",
+                        "status",
+                        "deleted",
+                        "local_path",
+                        "verified",
+                        "delete_guard",
+                        "detail",
+                    )
                 }
             )
         )
@@ -156,6 +164,8 @@ def main() -> int:
         banner("Running it again: nothing left to do but the refused key")
         run([*common, "-q"], env)
         print("  (-q: quiet unless something needs attention)")
+        banner("What happened to one key? The ledger (.s3drain/state.db) answers")
+        run(["history", f"{PREFIX}2024-05-01/batch-000.csv", "--local-base-path", str(DEMO)], env)
         round_trip(env)
     banner("Done. Everything above is in ./demo-data; `make test` runs the test suite.")
     return 0

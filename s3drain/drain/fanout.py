@@ -88,14 +88,14 @@ class FanOut:
         self.history.append((self.level, rate))
         if self._trial_from is not None:
             base = self._base_rate or 0.0
-            if rate >= base * (1 + GAIN):
-                self._doubling = self._doubling and rate >= base * (1 + DOUBLING_GAIN)
-                self._base_rate = rate
-            else:
-                self.level = self._trial_from  # fewer next time
-                self._cooldown = COOLDOWN_WINDOWS
+            trial_from = self._trial_from
             self._trial_from = None
-            return
+            if rate < base * (1 + GAIN):
+                self.level = trial_from  # fewer next time
+                self._cooldown = COOLDOWN_WINDOWS
+                return
+            # It paid: this window is the new base, and the next step is tried at once.
+            self._doubling = self._doubling and rate >= base * (1 + DOUBLING_GAIN)
         self._base_rate = rate
         if self._cooldown:
             self._cooldown -= 1
