@@ -391,9 +391,12 @@ def test_versioned_bucket(tmp_path: Path, s3_endpoint: S3Endpoint) -> None:
     """
     s3 = s3_endpoint.client()
     new_bucket(s3, versioned=True)
-    a, b = f"{PREFIX}a.csv", f"{PREFIX}b.csv"
+    a, b, c = f"{PREFIX}a.csv", f"{PREFIX}b.csv", f"{PREFIX}c.csv"
     old = put(s3, {a: b"the older version of a"})[a]
-    verified = put(s3, {a: b"current a", b: b"only b"})
+    verified = put(s3, {a: b"current a", b: b"only b", c: b"c, copied by the ETL"})
+    # A copy no ledger knows: its MD5 proves it; version-id must learn its version by a HEAD.
+    (tmp_path / "processed").mkdir()
+    (tmp_path / "processed" / "c.csv").write_bytes(b"c, copied by the ETL")
 
     result = run_cli(
         [*drain_args(tmp_path), "--json", "--require-exact-delete"], cli_env(s3_endpoint.url)
@@ -404,9 +407,13 @@ def test_versioned_bucket(tmp_path: Path, s3_endpoint: S3Endpoint) -> None:
     assert_guard(summary_of(result), result.stderr, expect)
     assert local_tree(tmp_path / "raw") == {"a.csv": b"current a", "b.csv": b"only b"}
     lines = by_key(tmp_path)
-    assert {k: line["version_id"] for k, line in lines.items()} == verified
+    assert lines[c]["status"] == "processed" and lines[c]["verified"] == "md5"
+    # A download names the version its GET returned; a local copy's version is known only
+    # where the guard needs it (version-id asks with a HEAD + If-Match): the listing names none.
+    named = verified if expect.guard == "version-id" else verified | {c: None}
+    assert {k: line["version_id"] for k, line in lines.items()} == named
     assert all(line["deleted"] and line["delete_guard"] == expect.guard for line in lines.values())
-    for key in (a, b):
+    for key in (a, b, c):
         assert verified[key] not in {v.get("VersionId") for v in current_versions(s3, key)}
     assert probe_traces(s3) == []
     history = s3.list_object_versions(Bucket=BUCKET)
@@ -426,7 +433,7 @@ def test_versioned_bucket(tmp_path: Path, s3_endpoint: S3Endpoint) -> None:
     else:
         assert versions == {old, *verified.values()}  # nothing destroyed
         markers = history.get("DeleteMarkers", [])
-        assert sorted(m["Key"] for m in markers if m["IsLatest"]) == [a, b]
+        assert sorted(m["Key"] for m in markers if m["IsLatest"]) == [a, b, c]
         assert bucket_keys(s3) == set()
 
 
