@@ -563,3 +563,36 @@ def test_probe_errors_are_typed(moto: S3Client) -> None:
     watch(moto, lambda op, call: error_response(500, "InternalError") if op in DELETES else None)
     with pytest.raises(AbortError, match="nothing was changed"):
         run_probe(moto)
+
+
+def test_suspended_versioning_is_not_taken_for_exact_version_ids(
+    tmp_path: Path, moto: S3Client
+) -> None:
+    """In a bucket whose versioning is Suspended every new upload replaces the `null` version:
+    a delete by VersionId=null would remove an upload made after the object was verified.
+    Found by test_servers_e2e on LocalStack: version-id deleted such an overwrite unseen."""
+    versioned(moto)
+    moto.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    put_objects(moto, {f"{PREFIX}a.csv": b"v1"})
+    overwritten: list[str] = []
+
+    def rule(operation: str, call: Call) -> Any:
+        answer = not_implemented_if_match(operation, call)
+        moment = operation in DELETES or (operation == "HeadObject" and "a.csv" in call.url)
+        if answer is None and moment and not is_probe(call) and not overwritten:
+            overwritten.append(operation)
+            put_objects(moto, {f"{PREFIX}a.csv": b"v2, uploaded mid-run"})
+        return answer
+
+    watch(moto, rule)
+    settings = drain_settings(tmp_path)
+
+    run = drain(settings, moto)
+
+    assert overwritten
+    assert run.result.info.delete_guard == "head-checked"
+    assert moto.get_object(Bucket=BUCKET, Key=f"{PREFIX}a.csv")["Body"].read() == (
+        b"v2, uploaded mid-run"
+    )
+    assert run.code == ExitCode.PARTIAL and run.count("changed") == 1
+    assert (settings.raw_dir / "a.csv").read_bytes() == b"v1"

@@ -437,6 +437,32 @@ def test_versioned_bucket(tmp_path: Path, s3_endpoint: S3Endpoint) -> None:
         assert bucket_keys(s3) == set()
 
 
+def test_suspended_versioning_and_an_overwrite_before_the_delete(
+    tmp_path: Path, s3_endpoint: S3Endpoint
+) -> None:
+    """Versioning Suspended: every upload replaces the `null` version, so a VersionId does not
+    name one upload. LocalStack must get head-checked there, not version-id (which deleted the
+    mid-run upload by VersionId=null, unseen, and said "version null removed for good")."""
+    s3 = s3_endpoint.client()
+    new_bucket(s3, versioned=True)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    key = f"{PREFIX}a.csv"
+    put(s3, {key: b"v1", f"{PREFIX}b.csv": b"b"})
+    hook = Overwriter(s3, key, b"v2, uploaded mid-run", _reaches_the_delete(key))
+
+    with FaultProxy(s3_endpoint.url, before_forward=hook) as proxy:
+        result = run_cli([*drain_args(tmp_path), "--json"], cli_env(proxy.url))
+
+    assert hook.fired, "the overwrite never happened"
+    expect = EXPECT[(s3_endpoint.name, False)]  # as an unversioned bucket
+    assert_guard(summary_of(result), result.stderr, expect)
+    assert body_of(s3, key) == b"v2, uploaded mid-run"
+    assert result.returncode == 1, result.stderr
+    line = by_key(tmp_path)[key]
+    assert line["status"] == "changed" and line["deleted"] is False
+    assert local_tree(tmp_path / "raw") == {"a.csv": b"v1", "b.csv": b"b"}
+
+
 # -- objects `s3drain ingest` wrote as multipart with a full-object CRC ---------------------------
 
 
