@@ -108,7 +108,9 @@ class _Prober:
     def _remove_marker(self, key: str, answer: Mapping[str, Any]) -> None:
         """An ignored condition in a versioned bucket left a delete marker: remove exactly it."""
         version = answer.get("VersionId") or answer.get("DeleteMarkerVersionId")
-        if answer.get("DeleteMarker") and version:
+        if not (answer.get("DeleteMarker") and version):
+            return
+        try:
             self._call(
                 "DeleteObject (the probe's delete marker)",
                 self.client.delete_object,
@@ -116,6 +118,20 @@ class _Prober:
                 Key=key,
                 VersionId=version,
             )
+        except ClientError as exc:
+            # Left unhandled this ended the run as a crash (exit 70); it is a setting to fix.
+            left = f"s3://{self.bucket}/{key} (version {version})"
+            if error_code(exc) == "AccessDenied" or http_status(exc) == 403:
+                raise ConfigError(
+                    f"S3 denied removing the probe's delete marker {left} (AccessDenied): in a "
+                    "versioned bucket the credentials need s3:DeleteObjectVersion on the prefix "
+                    "(deletes name versions there), or run with --no-delete; nothing else was "
+                    "changed"
+                ) from None
+            raise AbortError(
+                f"cannot remove the probe's delete marker {left}: {describe(exc)}; nothing "
+                "else was changed"
+            ) from None
 
     def delete_object(self) -> Answer:
         key = self.key()
