@@ -226,6 +226,24 @@ def test_a_denied_probe_is_a_config_error_naming_the_permission(
     assert local_tree(tmp_path / "raw") == {}
 
 
+def test_a_denied_control_delete_is_a_config_error_too(moto: S3Client) -> None:
+    """The conditional DeleteObjects answers NoSuchKey for its key (as AWS may); the
+    unconditional control that must tell what that 404 means is denied per key: a missing
+    permission, not an inconclusive server."""
+
+    def answer(operation: str, call: Call) -> Any:
+        if operation != "DeleteObjects" or not is_probe(call):
+            return None
+        body = call.params["body"]
+        text = body.decode() if isinstance(body, bytes) else str(body)
+        code = "NoSuchKey" if "<ETag>" in text else "AccessDenied"
+        return ok_response({"Errors": [{"Key": _probe_key(call), "Code": code, "Message": "x"}]})
+
+    inject(moto, answer)
+    with pytest.raises(ConfigError, match="s3:DeleteObject"):
+        run_probe(moto)
+
+
 def test_an_ignored_probe_in_a_versioned_bucket_removes_exactly_its_delete_marker(
     moto: S3Client,
 ) -> None:

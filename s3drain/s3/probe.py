@@ -197,8 +197,12 @@ class _Prober:
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": key}], "Quiet": False},
             )
-        except ClientError:
+        except ClientError as exc:
+            if error_code(exc) == "AccessDenied" or http_status(exc) == 403:
+                raise _denied("DeleteObjects", self.bucket) from None
             return False
+        if any(e.get("Code") == "AccessDenied" for e in answer.get("Errors", [])):
+            raise _denied("DeleteObjects", self.bucket)
         for deleted in answer.get("Deleted", []):
             self._remove_marker(key, deleted)
         return bool(answer.get("Deleted")) and not answer.get("Errors")
