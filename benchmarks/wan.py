@@ -69,13 +69,16 @@ class _DelayLine:
         self._limit = limit
         self._items: collections.deque[tuple[float, bytes | None]] = collections.deque()
         self._held = 0
+        self._abandoned = False
         self._ready = threading.Condition()
 
     def put(self, data: bytes | None, not_before: float = 0.0) -> None:
         """Queue ``data`` (None: the end of the stream); blocks while the line is full."""
         with self._ready:
-            while data and self._held >= self._limit:
+            while data and self._held >= self._limit and not self._abandoned:
                 self._ready.wait()
+            if self._abandoned:
+                return
             due = max(time.monotonic(), not_before) + self._delay
             self._items.append((due, data))
             self._held += len(data or b"")
@@ -93,6 +96,13 @@ class _DelayLine:
         if wait > 0:
             time.sleep(wait)
         return data
+
+    def abandon(self) -> None:
+        """Nobody will take from the line any more: a reader blocked on a full line goes on."""
+        with self._ready:
+            self._abandoned = True
+            self._items.clear()
+            self._ready.notify_all()
 
 
 class Relay:
@@ -126,10 +136,6 @@ class Relay:
             threading.Thread(
                 target=self._connection, args=(client, accepted), daemon=True, name="wan-conn"
             ).start()
-
-    def start(self) -> Relay:
-        threading.Thread(target=self.serve_forever, daemon=True, name="wan-accept").start()
-        return self
 
     def close(self) -> None:
         self._closed.set()
@@ -182,7 +188,10 @@ class Relay:
         try:
             while data := src.recv(_CHUNK):
                 line.put(data, not_before)
-                self._count(up=len(data)) if up else self._count(down=len(data))
+                if up:
+                    self._count(up=len(data))
+                else:
+                    self._count(down=len(data))
         except OSError:
             pass
         line.put(None)
@@ -195,7 +204,9 @@ class Relay:
                 dst.sendall(data)
             dst.shutdown(socket.SHUT_WR)
         except OSError:
-            # The far side is gone: stop the reader of this direction too.
+            # The far side is gone: stop the reader of this direction too, also when it waits
+            # for room in the line.
+            line.abandon()
             with contextlib.suppress(OSError):
                 src.shutdown(socket.SHUT_RDWR)
 
@@ -203,7 +214,7 @@ class Relay:
 # --- checking the link ------------------------------------------------------------------------
 
 
-class _ZeroSource:
+class ZeroSource:
     """A TCP server that answers each line "N" with N zero bytes: a source as fast as memory,
     so that what a client measures through the relay is the link, not a server."""
 
@@ -314,7 +325,7 @@ def check_link(
     delay: float = DEFAULT_DELAY, rate: int = DEFAULT_RATE, stream_bytes: int = CHECK_BYTES
 ) -> LinkCheck:
     """Measure a relay process, started as the bench starts it, in front of a zero source."""
-    source = _ZeroSource()
+    source = ZeroSource()
     relay = subprocess.Popen(
         [
             *(sys.executable, "-m", "benchmarks.wan", "--upstream", f"{HOST}:{source.port}"),
@@ -405,6 +416,13 @@ def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _exit_with(parent: int) -> None:
+    """A bench killed by SIGKILL cannot stop its relay: the relay leaves when it is orphaned."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--upstream", required=True, type=_upstream, help="HOST:PORT")
@@ -415,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGINT, _exit_on_signal)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     relay = Relay(args.upstream, args.delay, args.rate)
     print(relay.url, flush=True)
     try:
@@ -423,7 +442,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         relay.close()
         if args.stats_file is not None:
             write_stats(relay, args.stats_file, started)
-        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ from benchmarks.results import CEILING, CEILING_NAME, FAILED, OK, WRONG, Row
 from benchmarks.run import BenchConfig, BenchResult, run_bench
 from benchmarks.scenarios import MIB, SMOKE
 from benchmarks.servers import count_log_lines
-from benchmarks.wan import check_link
+from benchmarks.wan import Relay, ZeroSource, check_link
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +180,22 @@ def test_readme_block_is_replaced_between_its_markers(smoke: BenchResult, tmp_pa
     assert text.endswith(f"{report.README_END}\n\n## After\n")
     readme.write_text("no markers\n")
     assert not report.replace_readme_block(readme, "block")
+
+
+def test_the_wan_relay_lets_go_of_a_client_that_leaves_mid_body() -> None:
+    source = ZeroSource()
+    relay = Relay(("127.0.0.1", source.port), delay=0.01, rate=16 * MIB)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", relay.port)) as client:
+                client.sendall(b"%d\n" % (256 * MIB))
+                assert client.recv(65536)
+        deadline = time.monotonic() + 10
+        while relay.stats.open_connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert relay.stats.connections == 3
+        assert relay.stats.open_connections == 0
+    finally:
+        relay.close()
+        source.close()
