@@ -26,6 +26,7 @@ _COLUMNS = (
     "S3 requests/object (by type)",
     "peak RSS MiB",
     "CPU s/1,000 obj",
+    "CPU s/GiB",
     "notes",
 )
 _DASH = "—"
@@ -43,6 +44,8 @@ class RunInfo:
     settings: Mapping[str, str]
     machine: Mapping[str, str]
     scenarios: Sequence[Scenario]
+    # How the wan link was measured before the wan scenarios ran; None when none ran.
+    link_check: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,18 @@ def _percent_of_ceiling(row: Row, rows: Sequence[Row]) -> str:
     return f"{100 * ceiling.seconds / row.seconds:.0f} %"
 
 
+def _result(row: Row) -> str:
+    return f"{row.status} (median of {row.runs})" if row.runs > 1 else row.status
+
+
+def _notes(row: Row) -> str:
+    notes = [row.note] if row.note else []
+    if row.relay_cpu_seconds is not None and row.seconds:
+        share = 100 * row.relay_cpu_seconds / row.seconds
+        notes.append(f"link relay {row.relay_cpu_seconds:.2f} CPU-s ({share:.0f} % of a core)")
+    return "; ".join(notes)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -100,14 +115,15 @@ def table(rows: Sequence[Row]) -> str:
         cells = (
             row.scenario.name,
             row.contender,
-            row.status,
+            _result(row),
             _rate(row.objects_per_second),
             _rate(row.mib_per_second),
             _percent_of_ceiling(row, rows),
             _requests(row),
             _rate(row.peak_rss_mib),
             _rate(row.cpu_per_1000_objects),
-            row.note,
+            _rate(row.cpu_per_gib),
+            _notes(row),
         )
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     return "\n".join(lines)
@@ -122,6 +138,7 @@ _COMPACT_COLUMNS = (
     "requests/object",
     "peak RSS MiB",
     "CPU s/1,000 obj",
+    "CPU s/GiB",
 )
 
 
@@ -140,6 +157,7 @@ def compact_table(rows: Sequence[Row]) -> str:
             f"{total:.3f}" if total is not None and row.status != CEILING else _DASH,
             _rate(row.peak_rss_mib),
             _rate(row.cpu_per_1000_objects),
+            _rate(row.cpu_per_gib),
         )
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     return "\n".join(lines)
@@ -296,6 +314,13 @@ _COLUMN_NOTES = """\
   runner's own memory is not counted in (Linux carries the forking process's RSS into the
   child's peak); values under ~6 MiB would be the launcher's floor.
 - **CPU s/1,000 obj**: user + system CPU seconds of the contender per 1,000 objects.
+- **CPU s/GiB**: the same CPU seconds per GiB drained, for the scenarios of big objects. It is
+  the contender's whole process tree (``wait4``), start-up included; the server's CPU (moto,
+  its own process) and the link relay's are not in it.
+- **(median of N)**: N runs of that contender; wall time, CPU and the relay's CPU are each the
+  median, requests are the median run's, peak RSS the largest of the N.
+- **link relay**: in the wan scenarios, the CPU the relay process spent during the run (its
+  share of one core over the run's wall time), to show the link was not the bottleneck.
 - **result**: `ok` only when the exit code was 0, every object is on disk with the right bytes
   (MD5), nothing else is there, and the prefix is empty. Anything else is `wrong`/`failed`/
   `timeout` and its speed is not reported."""
@@ -310,6 +335,7 @@ def results_markdown(rows: Sequence[Row], info: RunInfo) -> str:
         "## Results",
         scenario_legend(info.scenarios),
         table(rows),
+        *(["## The wan link", info.link_check] if info.link_check else []),
         "## The issue's targets for s3drain",
         checks_table(target_checks(rows)),
         "## Columns",

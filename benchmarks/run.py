@@ -51,8 +51,9 @@ from benchmarks.results import (
 )
 from benchmarks.s3 import Target, ensure_bucket, fill, make_client, target_from_environment
 from benchmarks.scenarios import FULL, GIB, MIB, SCENARIO_NAMES, SMOKE, Scenario
-from benchmarks.servers import Backend, ExternalServer, OwnMoto, Route, proxyable
+from benchmarks.servers import Backend, ExternalServer, OwnMoto, Route, routable
 from benchmarks.verify import verify
+from benchmarks.wan import CHECK_BYTES, check_link
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = REPO_ROOT / "benchmarks" / "work"
@@ -66,6 +67,10 @@ FULL_LEVELS = (4, 16, 64)
 SMOKE_LEVELS = (4, 16)
 FULL_TIMEOUT = 1800.0
 SMOKE_TIMEOUT = 120.0
+SMOKE_LINK_CHECK_BYTES = 4 * MIB
+# Big objects' figures vary most between runs (page cache, writeback, two shared cores): by
+# default they are the median of this many runs; the many-object scenarios average themselves.
+BIG_REPEAT = 3
 _STDERR_TAIL = 300
 # Environment a contender must not inherit: other endpoints, credentials, profiles, proxies,
 # s3drain's own settings (it reads BUCKET_NAME, PATH_TO_SEARCH, ... from the environment).
@@ -85,9 +90,19 @@ class BenchConfig:
     bucket: str = DEFAULT_BUCKET
     region: str | None = None
     repeat: int = 1
+    # Runs per contender in the scenarios of big objects, whose figures vary most from run to
+    # run on two shared cores; None: ``repeat``.
+    repeat_big: int | None = None
     timeout: float = FULL_TIMEOUT
     ceiling_levels: tuple[int, ...] = FULL_LEVELS
     with_ceiling: bool = True
+    # Bytes per stream when the wan link is measured; the smoke run makes it small.
+    link_check_bytes: int = CHECK_BYTES
+
+    def runs(self, scenario: Scenario) -> int:
+        if scenario.small_objects or self.repeat_big is None:
+            return self.repeat
+        return self.repeat_big
 
 
 @dataclass(frozen=True)
@@ -129,8 +144,8 @@ class _Bench:
 
     def scenario(self, scenario: Scenario) -> list[Row]:
         prefix = f"bench/{scenario.name}/"
-        if scenario.latency and not proxyable(self.backend.target.endpoint_url):
-            note = "the latency proxy speaks plain HTTP only"
+        if not routable(self.backend.target.endpoint_url, scenario.latency, scenario.link):
+            note = "the latency proxy and the link relay need a plain HTTP endpoint"
             return [Row(scenario, c.name, SKIPPED, note=note) for c in self.config.contenders]
         data_dir = self.config.workdir / "data" / scenario.name
         log(f"[{scenario.name}] making {scenario.title}")
@@ -160,7 +175,7 @@ class _Bench:
         target = self.prepare(scenario, prefix, objects)
         with (
             tempfile.TemporaryDirectory(dir=self.config.workdir) as scratch,
-            Route(self.backend, scenario.latency, Path(scratch)) as route,
+            Route(self.backend, scenario.latency, Path(scratch), scenario.link) as route,
         ):
             client = make_client(target, route.url, pool=max(self.config.ceiling_levels))
             try:
@@ -170,7 +185,13 @@ class _Bench:
                 return Row(scenario, CEILING_NAME, FAILED, note=str(exc))
             finally:
                 client.close()
-        row = Row(scenario, CEILING_NAME, CEILING, seconds=best.best.seconds, note=best.summary())
+            route.close()
+        note = best.summary()
+        if route.relay_stats is not None:
+            # Over all probes, not just the best: the relay's busiest share of a core is what
+            # says whether it could have held the ceiling down.
+            note += f"; {route.relay_stats.note}"
+        row = Row(scenario, CEILING_NAME, CEILING, seconds=best.best.seconds, note=note)
         log(f"[{scenario.name}] server ceiling: {best.best.rate()} ({best.best.probe.label})")
         return row
 
@@ -182,7 +203,8 @@ class _Bench:
             log(f"[{scenario.name}] {contender.name}: not installed")
             return Row(scenario, contender.name, NOT_INSTALLED, note="not found on PATH")
         trials = [
-            self.trial(scenario, contender, exe, prefix, objects) for _ in range(self.config.repeat)
+            self.trial(scenario, contender, exe, prefix, objects)
+            for _ in range(self.config.runs(scenario))
         ]
         row = aggregate(trials)
         speed = (
@@ -209,7 +231,7 @@ class _Bench:
         ctx.dest.mkdir(parents=True)
         status = FAILED
         try:
-            with Route(self.backend, scenario.latency, trial_dir) as route:
+            with Route(self.backend, scenario.latency, trial_dir, scenario.link) as route:
                 ctx = dataclasses.replace(ctx, url=route.url)
                 result = run_child(
                     contender.command(exe, ctx),
@@ -230,6 +252,7 @@ class _Bench:
                 peak_rss_bytes=result.peak_rss_bytes,
                 requests=request_counts(counts),
                 note=note,
+                relay_cpu_seconds=route.relay_stats.cpu_seconds if route.relay_stats else None,
             )
         except LauncherError as exc:
             return Row(scenario, contender.name, FAILED, note=f"{exc} (logs in {trial_dir})")
@@ -338,6 +361,7 @@ def run_bench(config: BenchConfig, command: str = "python -m benchmarks.run") ->
         machine = report.machine_info(config.workdir)  # before the load we add ourselves
         bench = _Bench(config, backend)
         versions = bench.versions()
+        link_check = _check_links(config.scenarios, config.link_check_bytes)
         rows = bench.run()
         info = report.RunInfo(
             date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -348,8 +372,21 @@ def run_bench(config: BenchConfig, command: str = "python -m benchmarks.run") ->
             settings=_settings(config),
             machine=machine | {"load average when it ended": report.load_average()},
             scenarios=config.scenarios,
+            link_check=link_check,
         )
     return BenchResult(tuple(rows), info)
+
+
+def _check_links(scenarios: Sequence[Scenario], stream_bytes: int) -> str | None:
+    """Measure each distinct link the scenarios use before trusting figures taken over it."""
+    links = list(dict.fromkeys(s.link for s in scenarios if s.link is not None))
+    texts = []
+    for link in links:
+        log(f"checking the link: {link.title}")
+        summary = check_link(link.delay, link.rate, stream_bytes).summary()
+        log(summary)
+        texts.append(summary)
+    return "\n\n".join(texts) if texts else None
 
 
 def _counting(backend: Backend) -> str:
@@ -373,10 +410,20 @@ def _settings(config: BenchConfig) -> dict[str, str]:
     settings["every contender"] = (
         "the same access keys and region in the environment, its own empty config files "
         "(AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, RCLONE_CONFIG), no proxies, a fresh "
-        f"empty destination; {config.repeat} run(s) each, median reported; timeout "
+        f"empty destination; {_runs_text(config)}; timeout "
         f"{config.timeout:.0f} s"
     )
     return settings
+
+
+def _runs_text(config: BenchConfig) -> str:
+    big = config.repeat if config.repeat_big is None else config.repeat_big
+    if big == config.repeat:
+        return f"{config.repeat} run(s) each, the median reported"
+    return (
+        f"{config.repeat} run(s) each in the scenarios of small objects, {big} in those of big "
+        "objects, the median reported"
+    )
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -399,7 +446,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--endpoint-url", default=None, help="default: a local moto server")
     parser.add_argument("--bucket", default=DEFAULT_BUCKET)
     parser.add_argument("--region", default=None)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per contender (median)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help=f"runs per contender, the median reported (default: 1, and {BIG_REPEAT} in the "
+        "scenarios of big objects; 1 with --smoke)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; writes to work/")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--output", type=Path, default=None, help="where the markdown goes")
@@ -410,7 +463,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.contender_names = _names(args.contenders, list(tools.ALL), "--contenders")
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
-    if args.repeat < 1:
+    if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args
 
@@ -424,9 +477,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         endpoint_url=args.endpoint_url,
         bucket=args.bucket,
         region=args.region,
-        repeat=args.repeat,
+        repeat=args.repeat or 1,
+        repeat_big=args.repeat or (1 if args.smoke else BIG_REPEAT),
         timeout=args.timeout or (SMOKE_TIMEOUT if args.smoke else FULL_TIMEOUT),
         ceiling_levels=SMOKE_LEVELS if args.smoke else FULL_LEVELS,
+        link_check_bytes=SMOKE_LINK_CHECK_BYTES if args.smoke else CHECK_BYTES,
     )
 
 

@@ -5,7 +5,8 @@ Our own moto server runs in its own process (``tests.support.server.MotoServer``
 log costs nothing, whereas a Python proxy in the path of every run would take one of this
 machine's two cores from the contenders. The proxy (``python -m tests.support.proxy``, its own
 process) is used where it is needed anyway: the latency scenario, and an external endpoint,
-whose log we cannot read.
+whose log we cannot read. The wan scenarios put a link relay (``python -m benchmarks.wan``, a
+TCP relay that neither parses nor counts) in front of whichever of those the run would use.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import select
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol, Self
 from urllib.parse import urlsplit
 
 from benchmarks.s3 import DEFAULT_REGION, LOCAL_CREDENTIALS, Target, empty_prefix, make_client
+from benchmarks.scenarios import Link
 from tests.support.proxy import s3_operation, split_target
 from tests.support.server import MotoServer, stop_process
 
@@ -149,60 +152,114 @@ def _with_port(url: str) -> str:
     return url if parts.port else f"http://{parts.hostname}:80"
 
 
+def routable(url: str, latency: float, link: Link | None) -> bool:
+    """Both the latency proxy and the link relay need a plain HTTP endpoint."""
+    return proxyable(url) or (latency == 0 and link is None)
+
+
+@dataclass(frozen=True)
+class RelayStats:
+    """What the link relay process did during one run, by its own account."""
+
+    cpu_seconds: float
+    wall_seconds: float
+    connections: int
+    peak_connections: int
+    bytes_down: int
+
+    @property
+    def note(self) -> str:
+        share = 100 * self.cpu_seconds / self.wall_seconds if self.wall_seconds else 0.0
+        return (
+            f"link relay: {self.cpu_seconds:.2f} CPU-s ({share:.0f} % of one core), "
+            f"{self.connections:,} connections, at most {self.peak_connections:,} at once"
+        )
+
+
 class Route:
     """Where a contender sends its requests, and who counts them.
 
     Direct to our moto (counted from its log), or through a proxy process (latency and/or
-    counting). ``close()`` returns the counts, or None when nobody could count.
+    counting), and for a wan scenario through the link relay in front of that.
+    ``close()`` returns the counts, or None when nobody could count; ``relay_stats`` is then
+    the relay's own account of the run.
     """
 
-    def __init__(self, backend: Backend, latency: float, workdir: Path) -> None:
+    def __init__(
+        self, backend: Backend, latency: float, workdir: Path, link: Link | None = None
+    ) -> None:
         self._backend = backend
         self._offset: int | None = None
         self._proxy: subprocess.Popen[str] | None = None
+        self._relay: subprocess.Popen[str] | None = None
         self._counts_file = workdir / "proxy-counts.json"
         self._proxy_log = workdir / "proxy.log"
+        self._relay_file = workdir / "relay-stats.json"
+        self.relay_stats: RelayStats | None = None
         upstream = backend.target.endpoint_url
         offset = backend.log_offset()
+        if not routable(upstream, latency, link):
+            raise ValueError("the latency proxy and the link relay need a plain HTTP endpoint")
         if latency == 0 and offset is not None:
             self.url = upstream
             self._offset = offset
         elif proxyable(upstream):
             self.url = self._start_proxy(_with_port(upstream), latency)
-        elif latency == 0:
-            self.url = upstream  # https: direct, uncounted
         else:
-            raise ValueError("the latency proxy cannot sit in front of an https endpoint")
+            self.url = upstream  # https: direct, uncounted
+        if link is not None:
+            try:
+                self.url = self._start_relay(_with_port(self.url), link)
+            except BaseException:
+                self._stop_proxy()
+                raise
 
     def _start_proxy(self, upstream: str, latency: float) -> str:
         self._counts_file.unlink(missing_ok=True)
-        with self._proxy_log.open("ab") as log:
-            self._proxy = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "tests.support.proxy", "--upstream", upstream),
-                    *("--latency", str(latency), "--counts-file", str(self._counts_file)),
-                ],
-                cwd=REPO_ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
+        self._proxy = _spawn(
+            [
+                *("-m", "tests.support.proxy", "--upstream", upstream),
+                *("--latency", str(latency), "--counts-file", str(self._counts_file)),
+            ],
+            self._proxy_log,
+        )
         url = _first_line(self._proxy.stdout)
         if not url.startswith("http://"):
             self._stop_proxy()
             raise RuntimeError(f"the proxy did not start; see {self._proxy_log}")
         return url
 
+    def _start_relay(self, upstream: str, link: Link) -> str:
+        self._relay_file.unlink(missing_ok=True)
+        self._relay = _spawn(
+            [
+                *("-m", "benchmarks.wan", "--upstream", urlsplit(upstream).netloc),
+                *("--delay", str(link.delay), "--rate", str(link.rate)),
+                *("--stats-file", str(self._relay_file)),
+            ],
+            self._proxy_log,
+        )
+        url = _first_line(self._relay.stdout)
+        if not url.startswith("http://"):
+            self._stop_relay()
+            raise RuntimeError(f"the link relay did not start; see {self._proxy_log}")
+        return url
+
     def _stop_proxy(self) -> None:
         proxy, self._proxy = self._proxy, None
-        if proxy is None:
-            return
-        stop_process(proxy, _PROXY_STOP_TIMEOUT)
-        if proxy.stdout is not None:
-            proxy.stdout.close()
+        if proxy is not None:
+            _stop(proxy)
+
+    def _stop_relay(self) -> None:
+        relay, self._relay = self._relay, None
+        if relay is not None:
+            _stop(relay)
 
     def close(self) -> Counter[str] | None:
+        if self._relay is not None:
+            self._stop_relay()
+            # The relay writes its figures on SIGTERM.
+            self.relay_stats = _relay_stats(self._relay_file)
         if self._offset is not None:
             return self._backend.counts_since(self._offset)
         if self._proxy is None:
@@ -221,8 +278,41 @@ class Route:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # After close() this does nothing; after a failure it stops the proxy unread.
+        # After close() this does nothing; after a failure it stops the processes unread.
+        self._stop_relay()
         self._stop_proxy()
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[str]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, *args],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    stop_process(process, _PROXY_STOP_TIMEOUT)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+def _relay_stats(path: Path) -> RelayStats | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return RelayStats(
+        cpu_seconds=float(data["user"]) + float(data["system"]),
+        wall_seconds=float(data["wall"]),
+        connections=int(data["connections"]),
+        peak_connections=int(data["peak_connections"]),
+        bytes_down=int(data["bytes_down"]),
+    )
 
 
 def _first_line(stream: IO[str] | None) -> str:

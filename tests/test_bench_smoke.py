@@ -1,13 +1,19 @@
 """The bench harness keeps working: a smoke run measures, counts and verifies every contender,
 and a contender with a wrong result is caught. No timing is asserted: a benchmark is not a test.
+The wan link is the exception, and only where physics decides: a relay that delays and caps
+can be slower than asked for on a busy machine, but never faster.
 
 Only s3drain and the naive loop take part, so CI needs neither rclone, s5cmd nor the AWS CLI.
+The wan scenarios need no privileges: their link is a relay process on loopback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shlex
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +22,9 @@ from benchmarks import report
 from benchmarks.contenders import NAIVE, S3DRAIN, Contender, RunContext, naive_command
 from benchmarks.results import CEILING, CEILING_NAME, FAILED, OK, WRONG, Row
 from benchmarks.run import BenchConfig, BenchResult, run_bench
-from benchmarks.scenarios import SMOKE
+from benchmarks.scenarios import MIB, SMOKE
 from benchmarks.servers import count_log_lines
+from benchmarks.wan import Relay, ZeroSource, check_link
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +60,9 @@ def test_every_scenario_has_a_ceiling_and_verified_contenders(
         assert row.cpu_per_1000_objects is not None and row.cpu_per_1000_objects > 0
         # A bare interpreter is a few MiB; a drain of these sizes stays far below 1 GiB.
         assert row.peak_rss_mib is not None and 5 < row.peak_rss_mib < 1024
+        assert (row.cpu_per_gib is None) == row.scenario.small_objects
+        # The relay's own CPU is reported exactly where a relay was in the path.
+        assert (row.relay_cpu_seconds is not None) == (row.scenario.link is not None)
 
 
 @pytest.mark.parametrize("scenario", list(SMOKE))
@@ -74,6 +84,21 @@ def test_results_markdown_has_table_targets_and_versions(smoke: BenchResult) -> 
     assert "The issue's targets for s3drain" in text
     assert "**s3drain**: s3drain" in text  # its --version output
     assert "**server**: moto" in text
+    assert "## The wan link" in text
+    assert "| large-wan | s3drain | ok |" in text
+
+
+def test_the_wan_link_never_beats_its_delay_or_its_cap() -> None:
+    delay, rate = 0.01, 8 * MIB
+    check = check_link(delay, rate, stream_bytes=4 * MIB)
+    assert check.open_connection >= 2 * delay
+    # A handshake round trip, then the request's.
+    assert check.new_connection >= 4 * delay
+    assert [result.streams for result in check.streams] == [1, 4, 16, 32]
+    for result in check.streams:
+        assert len(result.per_stream) == result.streams
+        # TCP pacing can let the first few packets out unpaced; not a quarter of 4 MiB.
+        assert max(result.per_stream) <= 1.25 * rate
 
 
 def _narrow(ctx: RunContext) -> RunContext:
@@ -155,3 +180,22 @@ def test_readme_block_is_replaced_between_its_markers(smoke: BenchResult, tmp_pa
     assert text.endswith(f"{report.README_END}\n\n## After\n")
     readme.write_text("no markers\n")
     assert not report.replace_readme_block(readme, "block")
+
+
+def test_the_wan_relay_lets_go_of_a_client_that_leaves_mid_body() -> None:
+    source = ZeroSource()
+    relay = Relay(("127.0.0.1", source.port), delay=0.01, rate=16 * MIB)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", relay.port)) as client:
+                client.sendall(b"%d\n" % (256 * MIB))
+                assert client.recv(65536)
+        deadline = time.monotonic() + 10
+        while relay.stats.open_connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert relay.stats.connections == 3
+        assert relay.stats.open_connections == 0
+    finally:
+        relay.close()
+        source.close()
