@@ -26,7 +26,7 @@ from typing import Protocol
 
 WINDOW_SECONDS = 1.0
 MIN_WINDOW_BYTES = 4 * 1024 * 1024  # a window too quiet to measure anything is extended
-GAIN = 0.10  # a raised level must bring at least this much more
+GAIN = 0.20  # a raised level must bring at least this much more (more than the noise)
 DOUBLING_GAIN = 0.50  # ...and this much to keep doubling
 COOLDOWN_WINDOWS = 8
 
@@ -55,8 +55,11 @@ class FanOut:
         self._min_bytes = min_window_bytes
         self._lock = threading.Lock()
         self._moved = 0
-        self._window_start = clock()
+        self._window_start: float | None = None  # set when bytes first flow
         self._window_bytes_at_start = 0
+        # The window after a change of level (and the first one) only lets the streams settle:
+        # a new stream's first bytes come late, a run's first window holds its start-up.
+        self._settling = True
         self._base_rate: float | None = None  # the rate at the last level that paid
         self._trial_from: int | None = None  # the level a running trial would fall back to
         self._cooldown = 0
@@ -73,12 +76,21 @@ class FanOut:
         with self._lock:
             self._growth_wanted |= can_grow
             now = self._clock()
+            if self._window_start is None:
+                if self._moved == 0:
+                    return self.level
+                self._window_start, self._window_bytes_at_start = now, self._moved
             elapsed = now - self._window_start
             moved = self._moved - self._window_bytes_at_start
             if elapsed >= self._window and (
                 moved >= self._min_bytes or elapsed >= 4 * self._window
             ):
-                self._judge(moved / elapsed)
+                level = self.level
+                if self._settling:
+                    self._settling = False
+                else:
+                    self._judge(moved / elapsed)
+                self._settling = self.level != level
                 self._window_start = now
                 self._window_bytes_at_start = self._moved
                 self._growth_wanted = False

@@ -16,6 +16,7 @@ stopped (a ranged GET from its position) under the retry policy.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class _Job:
             self.inline, self.inline_name = md5(), "md5"
         self.learned.set()
 
-    def params(self, start: int, first: bool) -> dict[str, Any]:
+    def params(self, segment: _Segment, whole: bool) -> dict[str, Any]:
         params: dict[str, Any] = {
             "Bucket": self.f.bucket,
             "Key": self.record.key,
@@ -115,9 +116,15 @@ class _Job:
         }
         if self.record.version_id is not None:
             params["VersionId"] = self.record.version_id
-        if not first or start:
-            params["Range"] = f"bytes={start}-{self.record.size - 1}"
+        if not whole:
+            params["Range"] = self.span(segment)
         return params
+
+    def span(self, segment: _Segment) -> str:
+        """The bytes a (re)started stream asks for: from its position to its end now (a
+        later split may still lower the end: the stream then stops early)."""
+        with self.lock:
+            return f"bytes={segment.pos}-{segment.end - 1}"
 
 
 def fetch(f: Fetcher, record: ObjectRecord, fd: int) -> Verified:
@@ -163,11 +170,17 @@ def _coordinate(job: _Job) -> None:
             wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
             if not job.learned.is_set() or f.stop.is_set():
                 continue
-            victim = _splittable(job)
+            victim = _splittable(job, f.streams.wanted(can_grow=False))
             want = f.streams.wanted(can_grow=victim is not None and f.slots.idle() > 0)
-            if victim is not None and len(running) < want and f.slots.take_idle():
-                extra_slots += 1
-                _split(job, victim)
+            added = 0
+            while victim is not None and len(running) + added < want and f.slots.take_idle():
+                added += 1
+            if victim is not None and added:
+                extra_slots += added
+                # Slots the split could not use (the rest too short for so many ranges) go back.
+                unused = added - _split(job, victim, added + 1)
+                f.slots.give_back(unused)
+                extra_slots -= unused
     except BaseException:
         job.abort.set()
         wait([s.future for s in job.segments if s.future is not None])
@@ -176,29 +189,37 @@ def _coordinate(job: _Job) -> None:
         f.slots.give_back(extra_slots)
 
 
-def _splittable(job: _Job) -> _Segment | None:
+def _splittable(job: _Job, level: int) -> _Segment | None:
     """The running segment with the most bytes left, if its rest can give two ranges of at
-    least --part-size."""
+    least --part-size and is worth a request: a share of the object, not its last crumbs
+    (each ranged GET costs a request, and on some servers a read of the whole object)."""
     with job.lock:
         live = [s for s in job.segments if s.future is not None and not s.future.done()]
         if not live:
             return None
         best = max(live, key=lambda s: s.end - s.pos)
-        return best if best.end - best.pos >= 2 * job.f.part_size else None
+        worth = max(2 * job.f.part_size, job.record.size // (2 * max(level, 1)))
+        return best if best.end - best.pos >= worth else None
 
 
-def _split(job: _Job, segment: _Segment) -> None:
+def _split(job: _Job, segment: _Segment, parts: int) -> int:
+    """Cut the rest of `segment` into up to `parts` equal ranges of at least --part-size; its
+    own stream keeps the first. Returns how many new streams were started."""
     with job.lock:
         left = segment.end - segment.pos
-        if left < 2 * job.f.part_size:
-            return
-        middle = segment.pos + left // 2
-        rest = _Segment(middle, segment.end, middle)
-        if segment.crc is not None:
-            rest.crc = Crc(segment.crc.name)
-        segment.end = middle  # its stream stops here
-        job.segments.append(rest)
-    rest.future = job.f.pool.submit(_stream, job, rest, False)
+        parts = min(parts, left // job.f.part_size)
+        if parts < 2:
+            return 0
+        bounds = [segment.pos + left * i // parts for i in range(parts + 1)]
+        new = [_Segment(a, b, a) for a, b in itertools.pairwise(bounds[1:])]
+        for rest in new:
+            if segment.crc is not None:
+                rest.crc = Crc(segment.crc.name)
+        segment.end = bounds[1]  # its stream stops here
+        job.segments.extend(new)
+    for rest in new:
+        rest.future = job.f.pool.submit(_stream, job, rest, False)
+    return len(new)
 
 
 def _stream(job: _Job, segment: _Segment, first: bool) -> None:
@@ -210,7 +231,8 @@ def _stream(job: _Job, segment: _Segment, first: bool) -> None:
     def attempt() -> None:
         nonlocal got_headers
         whole = first and not got_headers
-        response = f.client.get_object(**job.params(segment.pos, whole))
+        params = job.params(segment, whole)
+        response = f.client.get_object(**params)
         body = response["Body"]
         try:
             check_etag(record, response)
@@ -218,10 +240,10 @@ def _stream(job: _Job, segment: _Segment, first: bool) -> None:
                 job.learn(response)
                 got_headers = True
             elif (response.get("ContentRange") or "").split("/")[0] != (
-                f"bytes {segment.pos}-{record.size - 1}"
+                params["Range"].replace("=", " ")
             ):
                 raise TransientError(
-                    f"asked for bytes {segment.pos}-, got {response.get('ContentRange')}"
+                    f"asked for {params['Range']}, got {response.get('ContentRange')}"
                 )
             _read_body(job, segment, body)
         finally:

@@ -124,7 +124,9 @@ def run_pipeline(
         multipart_threshold=settings.multipart_threshold,
         part_size=settings.part_size,
         stop=state.stop,
-        slots=GetSlots(settings.workers),
+        # A worker's own GET, and as many again for large objects' extra streams: the
+        # connection pool is sized for that (2 x workers + 4).
+        slots=GetSlots(2 * settings.workers),
         streams=streams or FanOut(min(settings.max_streams, settings.workers)),
     )
     transfer = Transfer(fetcher, fs, None if settings.dry_run else ledger)
