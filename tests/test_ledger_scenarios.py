@@ -30,30 +30,19 @@ import pytest
 from tests.support.ledgerkit import (
     PREFIX,
     Versions,
+    assert_base_on,
     body,
     drain_cli,
     etl_copy,
     etl_move,
     files,
     ledger_query,
+    same_size_other_bytes,
 )
-from tests.support.mounts import takes_user_xattrs
 from tests.support.proxy import FaultProxy, RequestInfo
 from tests.support.server import S3Client
 
 DAY = 86400
-
-
-def same_size_other_bytes(data: bytes) -> bytes:
-    fixed = bytes(b ^ 0x20 for b in data)
-    assert len(fixed) == len(data) and fixed != data
-    return fixed
-
-
-def assert_base_on(base: Path, kind: str) -> None:
-    """The mount really is what the test is named for (bindfs kept --xattr-none)."""
-    base.mkdir(parents=True, exist_ok=True)
-    assert takes_user_xattrs(base) is (kind == "native")
 
 
 # -- 1. a corrected upload while the old version streams ---------------------------------------

@@ -4,7 +4,9 @@ lines, and what an ETL does to the files between runs."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -12,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tests.support.drainkit import local_tree
+from tests.support.mounts import takes_user_xattrs
 from tests.support.server import S3Client, s3_client
 from tests.test_cli_e2e import BUCKET, PREFIX, cli_env, drain_args, run_cli
 
@@ -166,19 +170,34 @@ class Versions:
 
     def check(self, base: Path, run: Drained) -> None:
         """No object left S3 unless its exact bytes were delivered: each delete this run
-        confirmed names a file that holds that version's bytes now, or (decided from the
-        ledger, the file having moved on since) a delivery the ledger recorded."""
-        delivered = {(r["key"], r["etag"]) for r in ledger_rows(base, "state = 'delivered'")}
+        confirmed names a file that holds that version's bytes, or (decided from the ledger) a
+        delivery of that version whose recorded checksum is of those bytes."""
+        rows = ledger_rows(base, "state = 'delivered'")
         for key, line in run.lines.items():
             if not line["deleted"]:
                 continue
             assert line["status"] in DELIVERED, line
             expected = self.by_etag[line["etag"]]
-            path = Path(line["local_path"])
-            if line["verified"] == "ledger" and not path.exists():
-                assert (key, line["etag"]) in delivered, line
+            if line["verified"] == "ledger":
+                mine = [r for r in rows if (r["key"], r["etag"]) == (key, line["etag"])]
+                assert mine, f"{key} deleted on the ledger's word, but it has no such delivery"
+                assert all(checksum_of(expected, r["checksums"]) for r in mine), mine
                 continue
+            path = Path(line["local_path"])
             assert path.read_bytes() == expected, f"{key} deleted; {path} holds other bytes"
+
+
+def checksum_of(data: bytes, recorded: str | None) -> bool:
+    """Is `recorded` (the ledger's `md5:<hex>` / `crc32:<b64>`) a checksum of `data`? Other
+    kinds, or none, are not checked here."""
+    if not recorded:
+        return True
+    kind, _, value = recorded.partition(":")
+    if kind == "md5":
+        return hashlib.md5(data).hexdigest() == value
+    if kind == "crc32":
+        return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode() == value
+    return True
 
 
 def files(base: Path, folder: str) -> dict[str, bytes]:
@@ -203,6 +222,18 @@ def ledger_query(base: Path, sql: str) -> list[sqlite3.Row]:
 
 def ledger_rows(base: Path, where: str = "1 = 1") -> list[dict[str, Any]]:
     return [dict(r) for r in ledger_query(base, f"SELECT * FROM deliveries WHERE {where}")]  # noqa: S608
+
+
+def same_size_other_bytes(data: bytes) -> bytes:
+    fixed = bytes(b ^ 0x20 for b in data)
+    assert len(fixed) == len(data) and fixed != data
+    return fixed
+
+
+def assert_base_on(base: Path, kind: str) -> None:
+    """The mount really is what the test is named for (bindfs kept --xattr-none)."""
+    base.mkdir(parents=True, exist_ok=True)
+    assert takes_user_xattrs(base) is (kind == "native")
 
 
 # -- what an ETL does to a delivered file --------------------------------------------------------
