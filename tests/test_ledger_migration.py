@@ -32,12 +32,15 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.faults.harness import LAUNCHER
 from tests.support.ledgerkit import (
     PREFIX,
     Versions,
@@ -49,7 +52,7 @@ from tests.support.ledgerkit import (
     same_size_other_bytes,
 )
 from tests.support.server import S3Client
-from tests.test_cli_e2e import BUCKET, cli_env, run_cli
+from tests.test_cli_e2e import BUCKET, cli_env, drain_args, run_cli
 
 XATTR_ETAG = "user.s3drain.etag"
 OLD_RUN = "20261101T020000Z"
@@ -216,3 +219,46 @@ def test_first_run_takes_over_what_the_previous_release_left(
 
 def _audit(state: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+
+
+def test_a_first_run_stopped_mid_takeover_leaves_it_to_the_next(
+    tmp_path: Path, s3_url: str, s3: S3Client
+) -> None:
+    """The first run of this release fails while it takes over the old journal (here: the disk
+    fills, a file-size limit on the process); the next run must still take it over: every
+    delete the killed old run had sent gets its `deleted` line, and the journal goes."""
+    s3.create_bucket(Bucket=BUCKET)
+    uploads = Versions(s3, s3_url)
+    base, state = tmp_path / "base", tmp_path / "base" / ".s3drain"
+    state.mkdir(parents=True)
+    (base / "raw").mkdir()
+    # Long keys: the journal's rows do not fit in what the limit leaves after the ledger's
+    # creation (a killed batch held up to 1000 deletes).
+    names = [f"{'deep/' * 150}{i:03d}.csv" for i in range(60)]
+    lines = []
+    for name in names:
+        data = f"{name[-7:]}\n".encode()
+        etag = uploads.put(name, data)
+        lines.append(journal_line(name, data, etag, last_modified(s3, name), base / "raw" / "x"))
+        s3.delete_object(Bucket=BUCKET, Key=PREFIX + name)  # the delete had gone through
+    (state / "deletes-in-flight.jsonl").write_text("\n".join(lines) + "\n")
+    (state / "audit.jsonl").write_text("")
+
+    first = subprocess.run(
+        [sys.executable, str(LAUNCHER), "--fsize", "100000", "--", *drain_args(base)],
+        env=cli_env(s3_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert first.returncode == 5, first.stderr
+    assert "state.db" in first.stderr and (state / "state.db").exists()
+
+    second = drain_cli(base, s3_url)
+
+    assert second.code == 0, second.stderr
+    confirmed = {k[len(PREFIX) :] for k, line in second.lines.items() if line["deleted"]}
+    assert confirmed == set(names)
+    assert sum(line["deleted"] for line in _audit(state)) == len(names)  # each line once
+    assert not (state / "deletes-in-flight.jsonl").exists()

@@ -202,6 +202,33 @@ class Ledger:
             ),
         )
 
+    def take_over(
+        self,
+        journaled: Sequence[NewDelivery],
+        files: Sequence[NewDelivery],
+        note: tuple[str, str],
+    ) -> None:
+        """An older s3drain's records in one commit, with the note that says they were taken
+        over: a run stopped midway leaves none of them, and the next run takes them over again.
+        Journaled deletes become deliveries whose delete is in flight; tagged files deliveries."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            for new in journaled:
+                row = self._insert(conn, new, "delivered")
+                conn.execute(
+                    "UPDATE deliveries SET delete_state = 'sending', audited = 0 WHERE id = ?",
+                    (row,),
+                )
+            for new in files:
+                self._insert(conn, new, "delivered")
+            conn.execute("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", note)
+
+        self._write("taking over an older s3drain's records", work)
+
+    def meta(self, name: str) -> str | None:
+        rows = self._read("reading a note", "SELECT value FROM meta WHERE name = ?", [name])
+        return str(rows[0][0]) if rows else None
+
     def discard(self, delivery_id: int) -> None:
         """A staged row whose file never got its real name."""
         self._write(

@@ -1,4 +1,5 @@
-"""Taking over a base path an s3drain without a ledger wrote, once, when its ledger is created.
+"""Taking over a base path an s3drain without a ledger wrote: once, in full, by the first run
+that completes it (a first run stopped midway - disk full, killed - leaves it to the next).
 
 That version left two records of what it did: the extended attribute `user.s3drain.etag` on each
 file it downloaded (where the file system kept it), and `.s3drain/deletes-in-flight.jsonl`, the
@@ -27,6 +28,7 @@ from s3drain.records import FileId, ObjectRecord
 
 XATTR_ETAG = "user.s3drain.etag"
 LEGACY_JOURNAL = "deletes-in-flight.jsonl"
+TAKEN_OVER = "legacy_taken_over"  # the ledger's note that it was done
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,23 @@ def _tagged_files(root: Path) -> Iterator[tuple[Path, str, os.stat_result]]:
             yield path, etag, info
 
 
+def take_over_once(
+    ledger: Ledger, state_dir: Path, raw_dir: Path, processed_dir: Path, prefix_folder: str
+) -> TakenOver | None:
+    """At the start of every run: take over an older s3drain's records unless the ledger notes
+    that this was done (or that a new ledger found none)."""
+    if ledger.meta(TAKEN_OVER) is not None:
+        return None
+    if not has_legacy_state(state_dir):
+        if ledger.created:
+            ledger.set_meta(TAKEN_OVER, "nothing to take over")
+        return None
+    return take_over(ledger, state_dir, raw_dir, processed_dir, prefix_folder)
+
+
 def take_over(
     ledger: Ledger, state_dir: Path, raw_dir: Path, processed_dir: Path, prefix_folder: str
 ) -> TakenOver:
-    """Called once, right after this base path's ledger was created."""
     journal = state_dir / LEGACY_JOURNAL
     journaled = _journal_rows(journal)
     files: list[NewDelivery] = []
@@ -111,11 +126,9 @@ def take_over(
                     "migrated",
                 )
             )
-    if journaled:
-        ledger.deliver(staged=[], adopted=journaled, sending=[], adopted_sending=True)
-    if files:
-        ledger.deliver(staged=[], adopted=files, sending=[], adopted_sending=False)
-    ledger.set_meta("legacy_taken_over", f"{len(files)} files, {len(journaled)} journaled")
+    ledger.take_over(
+        journaled, files, (TAKEN_OVER, f"{len(files)} files, {len(journaled)} journaled")
+    )
     if journal.exists():
         journal.unlink()  # its entries live in the ledger now
     return TakenOver(len(files), len(journaled))
