@@ -289,7 +289,7 @@ def keys_of(result: subprocess.CompletedProcess[str]) -> list[str]:
     )
 
 
-def test_history_by_key_glob_status_and_since(with_history: Path) -> None:
+def test_history_by_key_glob_status_since_and_as_json(with_history: Path) -> None:
     base = with_history
 
     one = history(base, PREFIX + "a.csv")
@@ -323,9 +323,7 @@ def test_history_by_key_glob_status_and_since(with_history: Path) -> None:
     ]
     assert len(keys_of(history(base, "--since", "2000-01-01", "--json"))) == 5
 
-
-def test_history_json_lines(with_history: Path) -> None:
-    result = history(with_history, "--json")
+    result = history(base, "--json")  # JSON Lines: one object per delivery
 
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
@@ -334,10 +332,10 @@ def test_history_json_lines(with_history: Path) -> None:
         assert {"key", "etag", "size", "path", "state", "delete_state", "run", "how"} <= set(row)
         assert row["bucket"] == BUCKET and row["state"] == "delivered"
     (y,) = [r for r in rows if r["key"] == PREFIX + "y.csv"]
-    assert y["delete_state"] == "changed" and y["path"] == str(with_history / "raw" / "y.csv")
+    assert y["delete_state"] == "changed" and y["path"] == str(base / "raw" / "y.csv")
 
 
-def test_history_exit_codes(with_history: Path, tmp_path: Path) -> None:
+def test_history_exit_codes_and_an_unusable_ledger(with_history: Path, tmp_path: Path) -> None:
     nothing = history(with_history, PREFIX + "no-such-key.csv")
     assert nothing.returncode == 1 and nothing.stdout == ""
     in_flight = history(with_history, "--status", "in-flight")
@@ -350,8 +348,6 @@ def test_history_exit_codes(with_history: Path, tmp_path: Path) -> None:
     bad_since = history(with_history, "--since", "yesterday-ish")
     assert_clean_error(bad_since, 2, "--since")
 
-
-def test_history_of_an_unusable_ledger(with_history: Path) -> None:
     ledger = with_history / LEDGER
     with contextlib.closing(sqlite3.connect(ledger)) as conn:
         conn.execute("PRAGMA user_version = 99")

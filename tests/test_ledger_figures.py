@@ -25,7 +25,7 @@ def test_commits_of_a_small_objects_drain(tmp_path: Path, s3_url: str) -> None:
     """Small objects with the CLI's defaults: downloads are staged by group commit (downloads
     that finish together share one), deliveries, deletes and audit marks go per delete batch;
     fewer commits than objects. (`--small-objects 2000` for the figure in the docs.)"""
-    figures = small_objects_run(s3_url, tmp_path, 500)
+    figures = small_objects_run(s3_url, tmp_path, 300)
 
     print(figures)
     assert figures.commits < figures.objects, figures
