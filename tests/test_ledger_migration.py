@@ -262,3 +262,50 @@ def test_a_first_run_stopped_mid_takeover_leaves_it_to_the_next(
     assert confirmed == set(names)
     assert sum(line["deleted"] for line in _audit(state)) == len(names)  # each line once
     assert not (state / "deletes-in-flight.jsonl").exists()
+
+
+def test_a_journaled_delete_the_old_rules_decided_by_size_alone_is_decided_again(
+    base_dir: Path, s3_url: str, s3: S3Client, request: pytest.FixtureRequest
+) -> None:
+    """The previous release matched a file without a tag by size (and an mtime after the upload)
+    - the very rule that deleted corrected uploads. A run of it decided that a corrected upload
+    was `present` (or `processed`) that way, journaled the delete and was killed before sending
+    it. The journal entry records that decision, not a delivery: the corrected upload must be
+    decided again by this release's rules (a conflict: the local file holds the old bytes), not
+    deleted on the journal's word."""
+    assert_base_on(base_dir, request.node.callspec.params["base_dir"])
+    s3.create_bucket(Bucket=BUCKET)
+    uploads = Versions(s3, s3_url)
+    raw, processed, state = base_dir / "raw", base_dir / "processed", base_dir / ".s3drain"
+    for folder in (raw, processed, state):
+        folder.mkdir(parents=True, exist_ok=True)
+    old = {n: f"{n}: the old export\n".encode() * 30 for n in ("p.csv", "q.csv", "m.bin")}
+    corrected = {n: same_size_other_bytes(data) for n, data in old.items()}
+    lines, where = [], {"p.csv": raw, "q.csv": processed, "m.bin": raw}
+    for name, data in corrected.items():
+        etag = (uploads.put_multipart if name.endswith(".bin") else uploads.put)(name, data)
+        local = where[name] / name
+        local.write_bytes(old[name])  # written after the upload, as the old rule wanted
+        entry = json.loads(journal_line(name, data, etag, last_modified(s3, name), local))
+        entry["status"] = "processed" if where[name] is processed else "present"
+        entry["verified"] = "size"
+        lines.append(json.dumps(entry))
+    (state / "deletes-in-flight.jsonl").write_text("\n".join(lines) + "\n")
+    (state / "audit.jsonl").write_text("")
+
+    run = drain_cli(base_dir, s3_url)
+
+    uploads.check(base_dir, run)
+    assert run.status("p.csv") == "conflict" and run.status("m.bin") == "conflict"
+    assert run.status("q.csv") == "downloaded"  # processed/ holds other bytes; raw/ was free
+    assert {name: body(s3, name) for name in corrected} == {
+        "p.csv": corrected["p.csv"],
+        "m.bin": corrected["m.bin"],
+        "q.csv": None,
+    }
+    assert files(base_dir, "raw") == {
+        "p.csv": old["p.csv"],
+        "m.bin": old["m.bin"],
+        "q.csv": corrected["q.csv"],
+    }
+    assert not (state / "deletes-in-flight.jsonl").exists()

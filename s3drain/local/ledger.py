@@ -204,17 +204,19 @@ class Ledger:
 
     def take_over(
         self,
-        journaled: Sequence[NewDelivery],
+        journaled: Sequence[tuple[NewDelivery, bool]],
         files: Sequence[NewDelivery],
         note: tuple[str, str],
     ) -> None:
         """An older s3drain's records in one commit, with the note that says they were taken
         over: a run stopped midway leaves none of them, and the next run takes them over again.
-        Journaled deletes become deliveries whose delete is in flight; tagged files deliveries."""
+        Journaled deletes become rows whose delete is in flight - deliveries where the entry
+        records one (True), `unproven` rows (which never vouch) where it does not; tagged files
+        become deliveries."""
 
         def work(conn: sqlite3.Connection) -> None:
-            for new in journaled:
-                row = self._insert(conn, new, "delivered")
+            for new, proven in journaled:
+                row = self._insert(conn, new, "delivered" if proven else "unproven")
                 conn.execute(
                     "UPDATE deliveries SET delete_state = 'sending', audited = 0 WHERE id = ?",
                     (row,),

@@ -5,8 +5,11 @@ That version left two records of what it did: the extended attribute `user.s3dra
 file it downloaded (where the file system kept it), and `.s3drain/deletes-in-flight.jsonl`, the
 deletes a killed run may have sent. Both become ledger rows:
 
-- journal entries become deliveries whose delete is in flight; the run's recovery then asks S3
-  about each, as that version's own recovery would have;
+- journal entries become rows whose delete is in flight; the run's recovery then asks S3 about
+  each, as that version's own recovery would have. An entry that version decided by size alone
+  (no tag, an mtime after the upload: the rule that deleted corrected uploads) records no
+  delivery: its row is `unproven`, settled by the recovery but never vouching for the object,
+  which this release's rules decide afresh if it is still there;
 - a file tagged with a multipart ETag becomes a delivery of that ETag (and the file's size), so
   it is not downloaded again only to be compared. A file tagged with an MD5 ETag is left to the
   usual proof by content, which costs a read but no download and trusts nothing but the bytes.
@@ -41,12 +44,23 @@ def has_legacy_state(state_dir: Path) -> bool:
     return (state_dir / LEGACY_JOURNAL).exists() or (state_dir / "audit.jsonl").exists()
 
 
-def _journal_rows(path: Path) -> list[NewDelivery]:
+def _proven(status: str, verified: str | None) -> bool:
+    """Did that version's decision rest on a delivery or a proof? A download did; so did a
+    local file matched by its MD5 or by the ETag s3drain had tagged it with. A match by size
+    alone (no tag: the file's mtime was after the upload) is the old rule that deleted corrected
+    uploads: it proves nothing."""
+    if status == "downloaded":
+        return True
+    return verified is not None and not verified.startswith("size")
+
+
+def _journal_rows(path: Path) -> list[tuple[NewDelivery, bool]]:
+    """The journal's entries, each with whether it records a delivery (`_proven`)."""
     try:
         lines = path.read_text(encoding="ascii").splitlines()
     except (FileNotFoundError, UnicodeDecodeError):
         return []
-    rows: list[NewDelivery] = []
+    rows: list[tuple[NewDelivery, bool]] = []
     for line in lines:
         try:
             entry = json.loads(line)
@@ -60,16 +74,15 @@ def _journal_rows(path: Path) -> list[NewDelivery]:
         except (ValueError, KeyError, TypeError):
             continue  # a torn last write: that batch was never sent
         how = entry.get("status") if entry.get("status") in ("processed", "present") else None
-        rows.append(
-            NewDelivery(
-                record,
-                entry.get("local_path") or "",
-                None,
-                None,
-                entry.get("verified"),
-                how or "downloaded",
-            )
+        new = NewDelivery(
+            record,
+            entry.get("local_path") or "",
+            None,
+            None,
+            entry.get("verified"),
+            how or "downloaded",
         )
+        rows.append((new, _proven(new.how, new.verified)))
     return rows
 
 
