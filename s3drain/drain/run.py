@@ -33,7 +33,7 @@ from s3drain.local.audit import AuditLog
 from s3drain.local.folders import prepare_local
 from s3drain.local.fs import LocalFS
 from s3drain.local.ledger import Ledger
-from s3drain.local.legacy import has_legacy_state, take_over
+from s3drain.local.legacy import take_over_once
 from s3drain.local.lock import run_lock
 from s3drain.local.paths import prefix_folder
 from s3drain.records import Status
@@ -165,14 +165,13 @@ def _ledger(settings: DrainSettings, run_id: str) -> Iterator[Ledger | None]:
     try:
         if ledger is not None and not settings.dry_run:
             ledger.begin_run(run_id, settings.bucket, settings.prefix)
-            if ledger.created and has_legacy_state(settings.state_dir):
-                take_over(
-                    ledger,
-                    settings.state_dir,
-                    settings.raw_dir,
-                    settings.processed_dir,
-                    prefix_folder(settings.prefix),
-                )
+            take_over_once(
+                ledger,
+                settings.state_dir,
+                settings.raw_dir,
+                settings.processed_dir,
+                prefix_folder(settings.prefix),
+            )
         yield ledger
     finally:
         if ledger is not None:

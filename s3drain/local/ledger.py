@@ -38,6 +38,8 @@ from s3drain.local.ledger_rows import (
 )
 
 _IN_CHUNK = 500  # keys per IN (...) query, under SQLite's bound-parameter limit
+_SENDING = "UPDATE deliveries SET delete_state = 'sending', audited = 0 WHERE id = ?"
+_SET_META = "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)"
 
 
 class Ledger:
@@ -195,12 +197,32 @@ class Ledger:
         return answered
 
     def set_meta(self, name: str, value: str) -> None:
-        self._write(
-            "recording a note",
-            lambda conn: conn.execute(
-                "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", (name, value)
-            ),
-        )
+        self._write("recording a note", lambda conn: conn.execute(_SET_META, (name, value)))
+
+    def take_over(
+        self,
+        journaled: Sequence[tuple[NewDelivery, bool]],
+        files: Sequence[NewDelivery],
+        note: tuple[str, str],
+    ) -> None:
+        """An older s3drain's records and the note that they were taken over, in one commit (a
+        run stopped midway leaves none; the next takes them over again): journaled deletes in
+        flight - `unproven`, never vouching, where the entry records no delivery - and files."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            for new, proven in journaled:
+                conn.execute(
+                    _SENDING, (self._insert(conn, new, "delivered" if proven else "unproven"),)
+                )
+            for new in files:
+                self._insert(conn, new, "delivered")
+            conn.execute(_SET_META, note)
+
+        self._write("taking over an older s3drain's records", work)
+
+    def meta(self, name: str) -> str | None:
+        rows = self._read("reading a note", "SELECT value FROM meta WHERE name = ?", [name])
+        return str(rows[0][0]) if rows else None
 
     def discard(self, delivery_id: int) -> None:
         """A staged row whose file never got its real name."""
@@ -230,10 +252,7 @@ class Ledger:
             )
             new_ids = [self._insert(conn, n, "delivered") for n in adopted]
             marked = [*sending, *(new_ids if adopted_sending else [])]
-            conn.executemany(
-                "UPDATE deliveries SET delete_state = 'sending', audited = 0 WHERE id = ?",
-                [(i,) for i in marked],
-            )
+            conn.executemany(_SENDING, [(i,) for i in marked])
             return new_ids
 
         result: list[int] = self._write("recording deliveries", work)

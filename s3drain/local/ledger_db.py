@@ -34,7 +34,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         # One row per object version s3drain delivered (or took over from a local file whose
         # content proved it). `state`: staged (the temp file is verified and fsynced, its real
-        # name not yet durable) -> delivered. `delete_state`: NULL (not sent) -> sending (the
+        # name not yet durable) -> delivered; or `unproven`: a delete an s3drain before the ledger
+        # journaled on a match by size alone (legacy.py), settled like any, never a delivery.
+        # `delete_state`: NULL (not sent) -> sending (the
         # delete may be in flight) -> deleted | changed (S3 kept a newer version).
         # `audited` = 0 while the outcome's line is not yet in the audit log.
         """CREATE TABLE deliveries (
