@@ -77,8 +77,10 @@ class Deleter:
         self._fatal = fatal
         self._crashed = crashed
         # Outcomes handed over and not yet recorded, by key: after a bug in a flush, each still
-        # gets its one line, as failed.
+        # gets its one line, saying what is known of it (`_leave_open`). Once a batch is sent,
+        # its entries are S3's answers; while it is on its way, only S3 can tell.
         self._open: dict[str, Outcome] = {}
+        self._stage: dict[str, str] = {}  # key -> "sent", "answered", "settled" (in the ledger)
         self._open_lock = threading.Lock()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=2 * policy.batch_size)
         self._deletes_sent = 0
@@ -157,13 +159,17 @@ class Deleter:
             self._record_all(durable)
             return
         self._deletes_sent += len(durable)
+        self._note(durable, "sent")
         results = self._sender.send(durable)
+        self._note(results, "answered")
         try:
             self._ledger.settle([(o.delivery_id, _settled(o)) for o in results if o.delivery_id])
         except S3DrainError as exc:
             # The deletes happened: their lines are still written; the rows stay `sending`, and
             # the next run asks S3 again.
             self._break(exc)
+        else:
+            self._note(results, "settled")
         self._record_all(results)
         if self._can_record() and self._broken is None:
             try:
@@ -244,6 +250,7 @@ class Deleter:
     def _recorded(self, outcome: Outcome) -> None:
         with self._open_lock:
             self._open.pop(outcome.record.key, None)
+            self._stage.pop(outcome.record.key, None)
         self._record(outcome)
 
     def _record_all(self, outcomes: Sequence[Outcome]) -> None:
@@ -256,14 +263,46 @@ class Deleter:
             self._recorded(replace(outcome, status=Status.FAILED, detail=why, deleted=False))
         self._sync()
 
+    def _note(self, outcomes: Sequence[Outcome], stage: str) -> None:
+        """Where a batch stands, for `_leave_open`: sent (no answer yet), answered by S3 (the
+        entries become the answers), settled (the ledger holds the answers)."""
+        with self._open_lock:
+            for outcome in outcomes:
+                key = outcome.record.key
+                if key in self._open:
+                    self._stage[key] = stage
+                    if stage == "answered":
+                        self._open[key] = outcome
+
     def _leave_open(self, why: str) -> None:
+        """After a bug in a flush: each object handed over and not yet recorded gets a line
+        that tells the truth. Not sent: failed, `why`. Answered: what S3 answered (it may
+        well be deleted). Sent without an answer: no line here; its ledger row says `sending`,
+        and the next run asks S3 and writes the line."""
         with self._open_lock:
             left, self._open = list(self._open.values()), {}
+            stages, self._stage = self._stage, {}
+        audited: list[int] = []
         for outcome in left:
-            with contextlib.suppress(Exception):
-                self._record(replace(outcome, status=Status.FAILED, detail=why, deleted=False))
+            stage = stages.get(outcome.record.key)
+            if stage == "sent":
+                continue
+            verdict = (
+                outcome
+                if stage in ("answered", "settled")
+                else replace(outcome, status=Status.FAILED, detail=why, deleted=False)
+            )
+            try:
+                self._record(verdict)
+            except Exception:  # noqa: S112 - its line stays owed: the next run writes it
+                continue
+            if stage == "settled" and outcome.delivery_id is not None:
+                audited.append(outcome.delivery_id)
         with contextlib.suppress(Exception):
             self._sync()
+        if audited and self._can_record():
+            with contextlib.suppress(Exception):
+                self._ledger.mark_audited(audited)
 
     def _break(self, error: S3DrainError) -> None:
         if self._broken is None:
