@@ -110,6 +110,11 @@ class Reporter:
                     if self._on_audit_error is None:
                         raise
                     self._on_audit_error(exc)
+                except BaseException:
+                    # A bug in the writer: it is not trusted with another line, so nothing more
+                    # is deleted, and the lines it could not write stay owed in the ledger.
+                    self._audit_failed = True
+                    raise
             self._show(outcome)
 
     def room_to_record(self, outcomes: Sequence[Outcome]) -> bool:
@@ -176,6 +181,9 @@ class Reporter:
                     if self._on_audit_error is None:
                         raise
                     self._on_audit_error(exc)
+                except BaseException:
+                    self._audit_failed = True
+                    raise
 
     def close(self) -> None:
         if self._progress is not None:

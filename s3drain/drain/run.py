@@ -251,9 +251,15 @@ def _result(
         if started and totals.deleted and error is not None:
             # Whatever the message says about "nothing changed" held when it was written; a
             # halt mid-run must say what had changed by then.
+            recorded = (
+                "each recorded in the audit log"
+                if reporter is None or reporter.audit_healthy()
+                else "their audit lines that could not be written are owed in the ledger, and "
+                "the next run writes them"
+            )
             error += (
                 f"; before the run stopped, {totals.deleted:,} object(s) had been deleted from S3"
-                ", each recorded in the audit log"
+                f", {recorded}"
             )
     elif code is ExitCode.INTERRUPTED:
         error = "interrupted: objects not yet handled stay in S3"
