@@ -618,3 +618,21 @@ def seams_row(
         seconds=time.monotonic() - started,
     )
     return row, reports
+
+
+SEAMS_SHARE = 2.0  # seam trials per --trials of `make chaos` (they are cheap: ~0.2 s each)
+
+
+def chaos_seams(trials: int, seed: int, *, flat: bool = False, keep_failed: bool = False) -> bool:
+    """The `seams` row of `python -m tests.faults.chaos`: trials on stderr, the row on stdout.
+    True when any trial broke a promise."""
+    count = trials if flat else max(2, round(trials * SEAMS_SHARE))
+    sys.stderr.write(f"chaos: seams, seed {seed}, {count} trials (in one process)\n")
+
+    def log(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    row, reports = seams_row(count, seed, log, keep_failed=keep_failed)
+    print(row.line())
+    return any(r.violations or r.hung for r in reports)
