@@ -81,6 +81,8 @@ class Deleter:
         # its entries are S3's answers; while it is on its way, only S3 can tell.
         self._open: dict[str, Outcome] = {}
         self._stage: dict[str, str] = {}  # key -> "sent", "answered", "settled" (in the ledger)
+        # Rows of settled deletes whose lines this flush wrote: audited, should it crash.
+        self._written: list[int] = []
         self._open_lock = threading.Lock()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=2 * policy.batch_size)
         self._deletes_sent = 0
@@ -128,6 +130,7 @@ class Deleter:
                 return
 
     def _flush(self, batch: list[Outcome]) -> None:
+        self._written = []
         if self._broken is not None:
             self._leave(
                 [o for o in batch if o.record.key in self._open],
@@ -250,8 +253,10 @@ class Deleter:
     def _recorded(self, outcome: Outcome) -> None:
         with self._open_lock:
             self._open.pop(outcome.record.key, None)
-            self._stage.pop(outcome.record.key, None)
+            stage = self._stage.pop(outcome.record.key, None)
         self._record(outcome)
+        if stage == "settled" and outcome.delivery_id is not None:
+            self._written.append(outcome.delivery_id)
 
     def _record_all(self, outcomes: Sequence[Outcome]) -> None:
         for outcome in outcomes:
@@ -278,11 +283,12 @@ class Deleter:
         """After a bug in a flush: each object handed over and not yet recorded gets a line
         that tells the truth. Not sent: failed, `why`. Answered: what S3 answered (it may
         well be deleted). Sent without an answer: no line here; its ledger row says `sending`,
-        and the next run asks S3 and writes the line."""
+        and the next run asks S3 and writes the line. Settled deletes whose lines are written
+        (before the bug or here) are noted as audited, so the next run does not repeat them."""
         with self._open_lock:
             left, self._open = list(self._open.values()), {}
             stages, self._stage = self._stage, {}
-        audited: list[int] = []
+        audited, self._written = self._written, []
         for outcome in left:
             stage = stages.get(outcome.record.key)
             if stage == "sent":
