@@ -63,7 +63,7 @@ class Deleter:
         record: Callable[[Outcome], None],
         can_record: Callable[[], bool],
         room_to_record: Callable[[Sequence[Outcome]], bool],
-        sync: Callable[[], None],
+        sync: Callable[[], bool],
         fatal: Callable[[S3DrainError], None],
         crashed: Callable[[BaseException, str], None],
     ) -> None:
@@ -81,7 +81,8 @@ class Deleter:
         # its entries are S3's answers; while it is on its way, only S3 can tell.
         self._open: dict[str, Outcome] = {}
         self._stage: dict[str, str] = {}  # key -> "sent", "answered", "settled" (in the ledger)
-        # Rows of settled deletes whose lines this flush wrote: audited, should it crash.
+        # Rows of settled deletes whose lines this flush wrote (while the audit log could take
+        # them): noted as audited once synced, even if a later line or a bug broke the flush.
         self._written: list[int] = []
         self._open_lock = threading.Lock()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=2 * policy.batch_size)
@@ -173,10 +174,12 @@ class Deleter:
             self._break(exc)
         else:
             self._note(results, "settled")
-        self._record_all(results)
-        if self._can_record() and self._broken is None:
+        synced = self._record_all(results)
+        if synced and self._written and self._broken is None:
+            # Only the lines that were written: should the audit log have failed part way, the
+            # rest stay owed, and the next run writes them (and no line twice).
             try:
-                self._ledger.mark_audited(o.delivery_id for o in results if o.delivery_id)
+                self._ledger.mark_audited(self._written)
             except S3DrainError as exc:
                 self._break(exc)
 
@@ -255,13 +258,14 @@ class Deleter:
             self._open.pop(outcome.record.key, None)
             stage = self._stage.pop(outcome.record.key, None)
         self._record(outcome)
-        if stage == "settled" and outcome.delivery_id is not None:
+        if stage == "settled" and outcome.delivery_id is not None and self._can_record():
             self._written.append(outcome.delivery_id)
 
-    def _record_all(self, outcomes: Sequence[Outcome]) -> None:
+    def _record_all(self, outcomes: Sequence[Outcome]) -> bool:
+        """Each outcome's line; True when they are all on disk."""
         for outcome in outcomes:
             self._recorded(outcome)
-        self._sync()
+        return self._sync()
 
     def _leave(self, outcomes: Sequence[Outcome], why: str) -> None:
         for outcome in outcomes:
@@ -302,11 +306,12 @@ class Deleter:
                 self._record(verdict)
             except Exception:  # noqa: S112 - its line stays owed: the next run writes it
                 continue
-            if stage == "settled" and outcome.delivery_id is not None:
+            if stage == "settled" and outcome.delivery_id is not None and self._can_record():
                 audited.append(outcome.delivery_id)
+        synced = False
         with contextlib.suppress(Exception):
-            self._sync()
-        if audited and self._can_record():
+            synced = self._sync()
+        if audited and synced:
             with contextlib.suppress(Exception):
                 self._ledger.mark_audited(audited)
 
