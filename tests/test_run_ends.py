@@ -5,8 +5,8 @@ bug in any thread (exit 70 and one line naming the crash log), and a stop that c
 (the watchdog). Each time: the exit code tells the truth, nothing is lost, no traceback is
 printed, and the next run finishes the job.
 
-The figures this machine measures (breaker exit, outage run, watchdog exit) are printed;
-`pytest -s tests/test_run_ends.py -k measured` shows them.
+The figures this machine measures (breaker exit, outage run, watchdog exit) are printed:
+`pytest -s tests/test_run_ends.py | grep measured`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def assert_no_traceback(*texts: str) -> None:
 
 # A shell pipeline whose reader goes away: s3drain's own exit status is what counts.
 PIPELINES = {
-    # The brief's own: stdout (the summary) into head.
+    # The usual one: the summary into head. It fits the pipe in one write, so the pipe does
+    # not break here; the two below are the ones that break it.
     "stdout | head -1": "{cmd} 2>{err} | head -1 >{first}",
     # The reader is gone before the summary is written: it fails at the end, and at exit.
     "stdout | head -n 0": "{cmd} 2>{err} | head -n 0",
