@@ -38,27 +38,32 @@ class RunState:
 
     def crashed(self, exc: BaseException, where: str) -> None:
         """A bug in any thread: the run stops the way Ctrl-C stops it, and ends with exit 70
-        and one line naming the file that holds the traceback."""
+        and one line naming the file that holds the traceback. The first bug decides the line,
+        whatever else stopped the run before it (that is said too) and whichever thread gets
+        there first: the file is written and the error set in one step."""
         trace = "".join(traceback.format_exception(exc))
         with self.lock:
-            first = self.internal_error is None
-            if first:
+            if self.internal_error is None:
                 self.internal_error = trace
-        where_logged = ""
-        if first and self.crash_log is not None:
-            try:
-                self.crash_log.parent.mkdir(parents=True, exist_ok=True)
-                self.crash_log.write_text(f"s3drain internal error in {where}\n{trace}")
-                where_logged = f"; the traceback is in {self.crash_log}"
-            except OSError:
-                where_logged = ""
-        self.fail(
-            InternalError(
-                f"internal error in {where}: {exc!r}{where_logged}",
-                hint="this is a bug in s3drain: please report it with that file; objects not "
-                "handled stay in S3 and the next run takes them",
-            )
-        )
+                message = f"internal error in {where}: {exc!r}{self._log(where, trace)}"
+                if self.fatal is not None:
+                    message += f" (the run was already stopping: {self.fatal.message})"
+                self.fatal = InternalError(
+                    message,
+                    hint="this is a bug in s3drain: please report it with that file; objects "
+                    "not handled stay in S3 and the next run takes them",
+                )
+        self.stop.set()
+
+    def _log(self, where: str, trace: str) -> str:
+        if self.crash_log is None:
+            return ""
+        try:
+            self.crash_log.parent.mkdir(parents=True, exist_ok=True)
+            self.crash_log.write_text(f"s3drain internal error in {where}\n{trace}")
+        except OSError:
+            return ""
+        return f"; the traceback is in {self.crash_log}"
 
 
 @dataclass(frozen=True)

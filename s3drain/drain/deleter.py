@@ -63,7 +63,7 @@ class Deleter:
         record: Callable[[Outcome], None],
         can_record: Callable[[], bool],
         room_to_record: Callable[[Sequence[Outcome]], bool],
-        sync: Callable[[], None],
+        sync: Callable[[], bool],
         fatal: Callable[[S3DrainError], None],
         crashed: Callable[[BaseException, str], None],
     ) -> None:
@@ -77,8 +77,13 @@ class Deleter:
         self._fatal = fatal
         self._crashed = crashed
         # Outcomes handed over and not yet recorded, by key: after a bug in a flush, each still
-        # gets its one line, as failed.
+        # gets its one line, saying what is known of it (`_leave_open`). Once a batch is sent,
+        # its entries are S3's answers; while it is on its way, only S3 can tell.
         self._open: dict[str, Outcome] = {}
+        self._stage: dict[str, str] = {}  # key -> "sent", "answered", "settled" (in the ledger)
+        # Rows of settled deletes whose lines this flush wrote (while the audit log could take
+        # them): noted as audited once synced, even if a later line or a bug broke the flush.
+        self._written: list[int] = []
         self._open_lock = threading.Lock()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=2 * policy.batch_size)
         self._deletes_sent = 0
@@ -126,6 +131,7 @@ class Deleter:
                 return
 
     def _flush(self, batch: list[Outcome]) -> None:
+        self._written = []
         if self._broken is not None:
             self._leave(
                 [o for o in batch if o.record.key in self._open],
@@ -157,17 +163,23 @@ class Deleter:
             self._record_all(durable)
             return
         self._deletes_sent += len(durable)
+        self._note(durable, "sent")
         results = self._sender.send(durable)
+        self._note(results, "answered")
         try:
             self._ledger.settle([(o.delivery_id, _settled(o)) for o in results if o.delivery_id])
         except S3DrainError as exc:
             # The deletes happened: their lines are still written; the rows stay `sending`, and
             # the next run asks S3 again.
             self._break(exc)
-        self._record_all(results)
-        if self._can_record() and self._broken is None:
+        else:
+            self._note(results, "settled")
+        synced = self._record_all(results)
+        if synced and self._written and self._broken is None:
+            # Only the lines that were written: should the audit log have failed part way, the
+            # rest stay owed, and the next run writes them (and no line twice).
             try:
-                self._ledger.mark_audited(o.delivery_id for o in results if o.delivery_id)
+                self._ledger.mark_audited(self._written)
             except S3DrainError as exc:
                 self._break(exc)
 
@@ -244,26 +256,64 @@ class Deleter:
     def _recorded(self, outcome: Outcome) -> None:
         with self._open_lock:
             self._open.pop(outcome.record.key, None)
+            stage = self._stage.pop(outcome.record.key, None)
         self._record(outcome)
+        if stage == "settled" and outcome.delivery_id is not None and self._can_record():
+            self._written.append(outcome.delivery_id)
 
-    def _record_all(self, outcomes: Sequence[Outcome]) -> None:
+    def _record_all(self, outcomes: Sequence[Outcome]) -> bool:
+        """Each outcome's line; True when they are all on disk."""
         for outcome in outcomes:
             self._recorded(outcome)
-        self._sync()
+        return self._sync()
 
     def _leave(self, outcomes: Sequence[Outcome], why: str) -> None:
         for outcome in outcomes:
             self._recorded(replace(outcome, status=Status.FAILED, detail=why, deleted=False))
         self._sync()
 
+    def _note(self, outcomes: Sequence[Outcome], stage: str) -> None:
+        """Where a batch stands, for `_leave_open`: sent (no answer yet), answered by S3 (the
+        entries become the answers), settled (the ledger holds the answers)."""
+        with self._open_lock:
+            for outcome in outcomes:
+                key = outcome.record.key
+                if key in self._open:
+                    self._stage[key] = stage
+                    if stage == "answered":
+                        self._open[key] = outcome
+
     def _leave_open(self, why: str) -> None:
+        """After a bug in a flush: each object handed over and not yet recorded gets a line
+        that tells the truth. Not sent: failed, `why`. Answered: what S3 answered (it may
+        well be deleted). Sent without an answer: no line here; its ledger row says `sending`,
+        and the next run asks S3 and writes the line. Settled deletes whose lines are written
+        (before the bug or here) are noted as audited, so the next run does not repeat them."""
         with self._open_lock:
             left, self._open = list(self._open.values()), {}
+            stages, self._stage = self._stage, {}
+        audited, self._written = self._written, []
         for outcome in left:
-            with contextlib.suppress(Exception):
-                self._record(replace(outcome, status=Status.FAILED, detail=why, deleted=False))
+            stage = stages.get(outcome.record.key)
+            if stage == "sent":
+                continue
+            verdict = (
+                outcome
+                if stage in ("answered", "settled")
+                else replace(outcome, status=Status.FAILED, detail=why, deleted=False)
+            )
+            try:
+                self._record(verdict)
+            except Exception:  # noqa: S112 - its line stays owed: the next run writes it
+                continue
+            if stage == "settled" and outcome.delivery_id is not None and self._can_record():
+                audited.append(outcome.delivery_id)
+        synced = False
         with contextlib.suppress(Exception):
-            self._sync()
+            synced = self._sync()
+        if audited and synced:
+            with contextlib.suppress(Exception):
+                self._ledger.mark_audited(audited)
 
     def _break(self, error: S3DrainError) -> None:
         if self._broken is None:

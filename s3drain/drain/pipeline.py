@@ -20,7 +20,7 @@ from s3drain.drain.select import guard_deletes
 from s3drain.drain.settings import DrainSettings
 from s3drain.drain.slots import GetSlots
 from s3drain.drain.transfer import Transfer, sweep_temp_files
-from s3drain.errors import AbortError
+from s3drain.errors import AbortError, describe
 from s3drain.local.fs import LocalFS
 from s3drain.local.ledger import Ledger
 from s3drain.local.paths import Layout
@@ -51,6 +51,32 @@ def _guard(
     if choice.note:
         reporter.warn(choice.note)
     return choice
+
+
+def _finish_interrupted(
+    settings: DrainSettings,
+    *,
+    client: S3Client,
+    fs: LocalFS,
+    reporter: Reporter,
+    retry: RetryPolicy,
+    ledger: Ledger,
+) -> None:
+    """Temp files a killed run left are swept; its unfinished ledger rows are completed."""
+    swept = sweep_temp_files(str(settings.raw_dir), fs)
+    if swept:
+        reporter.info(f"removed {swept} temporary file(s) left by an interrupted run")
+    recovered = recover(
+        ledger,
+        client,
+        settings.bucket,
+        retry,
+        fs,
+        record=reporter.record,
+        can_record=reporter.audit_healthy,
+    )
+    if str(recovered):
+        reporter.info(f"interrupted run: {recovered}")
 
 
 def run_pipeline(
@@ -89,20 +115,19 @@ def run_pipeline(
         )
     if not settings.dry_run:
         assert ledger is not None
-        swept = sweep_temp_files(str(settings.raw_dir), fs)
-        if swept:
-            reporter.info(f"removed {swept} temporary file(s) left by an interrupted run")
-        recovered = recover(
-            ledger,
-            client,
-            settings.bucket,
-            retry,
-            fs,
-            record=reporter.record,
-            can_record=reporter.audit_healthy,
-        )
-        if str(recovered):
-            reporter.info(f"interrupted run: {recovered}")
+        try:
+            _finish_interrupted(
+                settings, client=client, fs=fs, reporter=reporter, retry=retry, ledger=ledger
+            )
+        except OSError as exc:
+            # A failing disk, not a bug: exit 5 with what happened, not 70.
+            state.fail(
+                AbortError(
+                    f"cannot clean up after an interrupted run under {settings.local_base_path}: "
+                    f"{describe(exc)}; nothing was downloaded or deleted"
+                )
+            )
+            return None
     layout = Layout.create(
         str(settings.raw_dir),
         str(settings.processed_dir),

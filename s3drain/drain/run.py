@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from s3drain.drain.context import RunState
 from s3drain.drain.fanout import StreamPolicy
@@ -36,6 +36,7 @@ from s3drain.local.ledger import Ledger
 from s3drain.local.legacy import take_over_once
 from s3drain.local.lock import run_lock
 from s3drain.local.paths import prefix_folder
+from s3drain.output import SafeStream
 from s3drain.records import Status
 from s3drain.s3.client import RequestCounter, S3Client, make_client
 from s3drain.s3.preflight import bucket_is_versioned
@@ -70,6 +71,10 @@ def run_drain(
 
     `on_overrun` is called, with the exit code the run would have had, when a run told to stop
     has not ended within STOP_GRACE_SECONDS (the command line exits there and then)."""
+    # The command line wraps its streams already; a caller of the Python API may hand over
+    # sys.stderr itself, and a closed pipe there must not end or falsify the run either.
+    out = _safe(out)
+    err = _safe(err)
     state = RunState(stop=stop or threading.Event())
     watchdog = None
     if on_overrun is not None:
@@ -82,6 +87,10 @@ def run_drain(
     finally:
         if watchdog is not None:
             watchdog.finished()
+
+
+def _safe(stream: TextIO) -> TextIO:
+    return stream if isinstance(stream, SafeStream) else cast(TextIO, SafeStream(stream))
 
 
 def _stopping_code(state: RunState) -> ExitCode:
@@ -241,9 +250,15 @@ def _result(
         if started and totals.deleted and error is not None:
             # Whatever the message says about "nothing changed" held when it was written; a
             # halt mid-run must say what had changed by then.
+            recorded = (
+                "each recorded in the audit log"
+                if reporter is None or reporter.audit_healthy()
+                else "their audit lines that could not be written are owed in the ledger, and "
+                "the next run writes them"
+            )
             error += (
                 f"; before the run stopped, {totals.deleted:,} object(s) had been deleted from S3"
-                ", each recorded in the audit log"
+                f", {recorded}"
             )
     elif code is ExitCode.INTERRUPTED:
         error = "interrupted: objects not yet handled stay in S3"

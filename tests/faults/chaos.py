@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tests.faults.scenarios import SCENARIOS, Bench, TrialReport, bench_on
+from tests.support.seamtrial import chaos_seams
 from tests.support.server import MotoServer
 
 SHARE = {"kill": 1.0, "faults": 0.2, "disk": 0.2, "overwrite": 0.2, "overlap": 0.2, "hostile": 0.05}
@@ -167,10 +168,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="default: a temp folder")
     args = parser.parse_args(argv)
     only = [n for n in args.only.split(",") if n]
-    unknown = set(only) - set(SCENARIOS)
+    unknown = set(only) - set(SCENARIOS) - {"seams"}
     if unknown:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {list(SCENARIOS)}")
     seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
+    # `seams` runs in this process, at s3drain's own seams (tests/support/seamtrial.py).
+    seams_failed = False
+    if not only or "seams" in only:
+        seams_failed = chaos_seams(args.trials, seed, flat=args.flat, keep_failed=args.keep_failed)
+        only = [n for n in only if n != "seams"]
+        if not only and args.only:
+            return 1 if seams_failed else 0
     counts = trial_counts(args.trials, only, args.flat)
     sys.stderr.write(f"chaos: seed {seed}, trials {counts}\n")
     rows: list[Row] = []
@@ -194,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lost = sum(row.lost for row in rows)
     partial = sum(row.partial for row in rows)
     print(f"objects lost: {lost}; partial files seen: {partial}; harness errors: {errors}")
-    return 1 if failed or errors else 0
+    return 1 if failed or errors or seams_failed else 0
 
 
 if __name__ == "__main__":
