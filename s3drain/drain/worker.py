@@ -266,11 +266,6 @@ def _download(
                 )
             )
         return Outcome(record, Status.FAILED, f"local error: {describe(exc)}")
-    except S3DrainError as exc:
-        # The ledger could not record the download (disk full or failing): the run stops with
-        # that error, not as a bug; the temp file is gone and the object stays in S3.
-        state.fail(exc)
-        return Outcome(record, Status.FAILED, exc.message)
     state.any_get_succeeded = True
     got = replace(record, version_id=done.version_id or record.version_id)
     if isinstance(done, Matched):
