@@ -26,6 +26,7 @@ from s3drain.drain.verify import Interrupted, ObjectChanged, check_etag
 from s3drain.errors import (
     AbortError,
     ConfigError,
+    S3DrainError,
     TransientError,
     describe,
     error_code,
@@ -241,6 +242,11 @@ def _download(
         return Outcome(record, Status.FAILED, "interrupted before it finished; left in S3")
     except TempBusy as exc:
         return Outcome(record, Status.FAILED, f"{exc}; left in S3", local_path=target)
+    except S3DrainError as exc:
+        # The ledger could not record the download (a full disk): the run cannot go on, and
+        # says why with the error's own exit code.
+        state.fail(exc)
+        return Outcome(record, Status.FAILED, f"not recorded in the ledger: {exc.message}")
     except (ClientError, BotoCoreError, TransientError) as exc:
         # Before OSError: botocore's connection and timeout errors are OSErrors too.
         if error_code(exc) == "AccessDenied" and not state.any_get_succeeded:
