@@ -551,6 +551,7 @@ def faults_trial(bench: Bench, seed: int) -> TrialReport:
 DISK_VARIANTS = (
     "fsize: object files",  # RLIMIT_FSIZE below the larger objects: their writes fail EFBIG
     "fsize: audit log",  # RLIMIT_FSIZE just above a long audit log: its appends fail EFBIG
+    "fsize: ledger",  # small objects, RLIMIT_FSIZE above them: the ledger's WAL fills first
     "tmpfs: raw folder",  # a real small file system under raw/: ENOSPC (root only)
     "tmpfs: whole base",  # the same under the whole base path, audit log included
 )
@@ -605,8 +606,18 @@ def _tmpfs_bytes(items: Sequence[Blob]) -> int:
     return sum(-(-item.size // 4096) * 4096 for item in items) + 64 * KiB
 
 
+def _small_objects(rng: random.Random, count: int) -> Corpus:
+    """Objects of at most 8 KiB, in a few folders."""
+    blobs = []
+    for number in range(count):
+        folder = rng.choice(("", "d0/", "deep/a/"))
+        data = rng.randbytes(rng.randint(0, 8 * KiB))
+        blobs.append(blob(f"{PREFIX}{folder}s{number:04d}.bin", data))
+    return Corpus(tuple(blobs))
+
+
 def disk_variants(bench: Bench) -> tuple[str, ...]:
-    return DISK_VARIANTS if bench.tmpfs_available() else DISK_VARIANTS[:2]
+    return DISK_VARIANTS if bench.tmpfs_available() else DISK_VARIANTS[:3]
 
 
 @contextlib.contextmanager
@@ -629,7 +640,10 @@ def disk_trial(bench: Bench, seed: int, variant: str | None = None) -> TrialRepo
     started = time.monotonic()
     rng = random.Random(seed)
     variant = variant or disk_variants(bench)[seed % len(disk_variants(bench))]
-    corpus = ordinary(rng, small=(80, 160), large=(1, 3))
+    if variant == "fsize: ledger":
+        corpus = _small_objects(rng, rng.randint(100, 150))
+    else:
+        corpus = ordinary(rng, small=(80, 160), large=(1, 3))
     workers = rng.choice((1, 4, 8))
     server = bench.pick_server(rng)
     lab = bench.lab_for(server)
@@ -640,6 +654,10 @@ def disk_trial(bench: Bench, seed: int, variant: str | None = None) -> TrialRepo
     elif variant == "fsize: audit log":
         # Each file is limited on its own: objects fit, the audit log fills after a few lines.
         fsize = _prefill_audit(local, rng, 8 * MiB) + rng.randint(1 * KiB, 8 * KiB)
+    elif variant == "fsize: ledger":
+        # Above every object and the whole audit log (150 lines of well under 1 KiB): only the
+        # ledger's write-ahead log, a few KiB per commit, outgrows it.
+        fsize = rng.randint(160 * KiB, 224 * KiB)
     else:
         # Room for what the ETL already keeps there (whole base), then a little more.
         kept = _tmpfs_bytes(corpus.processed) if variant == "tmpfs: whole base" else 0

@@ -131,6 +131,16 @@ def test_disk_full_while_appending_the_audit_log(bench: Bench) -> None:
     assert_clean(disk_trial(bench, SEED, "fsize: audit log"))
 
 
+@pytest.mark.parametrize("seed", [SEED, SEED + 1])
+def test_disk_full_while_writing_the_ledger(bench: Bench, seed: int) -> None:
+    """Found by this suite: a download whose ledger row could not be written (disk full)
+    ended the run as an internal error (exit 70, "this is a bug in s3drain"), not as a full
+    disk (exit 5)."""
+    report = disk_trial(bench, seed, "fsize: ledger")
+    assert_clean(report)
+    assert report.notes["disk-full runs that exited 5"] == 1, report.describe()
+
+
 def test_disk_full_on_a_real_small_file_system(bench: Bench) -> None:
     if not bench.tmpfs_available():
         pytest.skip("mounting a tmpfs needs root (RLIMIT_FSIZE covers disk full elsewhere)")
