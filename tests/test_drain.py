@@ -992,6 +992,7 @@ def test_journal_recovery_sees_through_a_new_upload(tmp_path: Path, s3mem: S3Cli
     recovered = [line for line in audit_lines(settings) if line["etag"] == md5(b"old")]
     assert len(recovered) == 1
     assert recovered[0]["deleted"] is False and recovered[0]["status"] == "changed"
+    assert "left S3 while its delete was in flight" in recovered[0]["detail"]
 
 
 def test_keys_are_printed_with_control_characters_escaped(tmp_path: Path, s3mem: S3Client) -> None:

@@ -32,6 +32,15 @@ from s3drain.s3.retry import RetryPolicy
 
 _GONE = (404, 405)  # 405: the key's current version is a delete marker
 
+# A 412 for a delete in flight, in an unversioned bucket: this version is gone from the key,
+# but whether by the killed run's delete or by the upload now there, S3 cannot say. Not
+# "deleted" (the key is not empty), and said plainly; its bytes were delivered either way.
+LEFT_S3 = (
+    "left S3 while its delete was in flight (a run was stopped): the key now holds a newer "
+    "upload, which stays; whether this version was deleted or overwritten first, S3 cannot "
+    "tell; its bytes were delivered"
+)
+
 
 @dataclass(frozen=True)
 class Recovered:
@@ -159,11 +168,7 @@ def recover(
             settled += 1
         if delivery.delete_state in ("deleted", "changed"):
             deleted = delivery.delete_state == "deleted"
-            detail = (
-                "delete confirmed after an interrupted run"
-                if deleted
-                else "overwritten in S3 while its delete was in flight; the new version stays"
-            )
+            detail = "delete confirmed after an interrupted run" if deleted else LEFT_S3
             record(_outcome(delivery, deleted=deleted, detail=detail))
         audited.append(delivery.id)
     if can_record():

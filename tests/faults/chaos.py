@@ -3,12 +3,14 @@
     python -m tests.faults.chaos --trials 300 [--seed S] [--only kill,disk] [--flat]
 
 `--trials N` is the number of kill -9 trials; the other scenarios run a share of N (faults,
-disk, overwrite and overlap N/5 each, hostile keys N/20, at least 2 each), because a kill
-trial is the cheapest way to hit a random instant and the others repeat fewer distinct
-situations. `--flat` runs N of each. Seeds are consecutive from `--seed` (random unless given,
+disk, overwrite and overlap N/5 each, kill -9 on the xattr-less mount 3N/10, overwrites there
+N/10, hostile keys N/20, at least 2 each), because a kill trial is the cheapest way to hit a
+random instant and the others repeat fewer distinct situations. `--flat` runs N of each. The
+`(xattr-none)` rows run the same trials with the base path on a FUSE mount without user xattrs
+(bindfs --xattr-none); where FUSE is missing they are left out, and the figures say so. Seeds are consecutive from `--seed` (random unless given,
 and printed), so any trial can be run again alone: `--only kill --seed 1234 --trials 1`.
 
-It starts its own moto server, prints one line per trial on stderr, and ends with one line per
+It starts its own moto servers (plain, and AWS-like for batched deletes), prints one line per trial on stderr, and ends with one line per
 scenario on stdout: trials run, objects at stake, objects lost, partial files seen, invariant
 violations of any kind, and wall time. Exit status 1 if any trial broke the invariant.
 """
@@ -28,11 +30,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from tests.faults.scenarios import SCENARIOS, Bench, TrialReport, bench_on
+from tests.faults.scenarios import (
+    ON_MOUNT,
+    SCENARIOS,
+    Bench,
+    TrialReport,
+    bench_on,
+    title,
+)
+from tests.support.mounts import FUSE_MISSING, fuse_available
 from tests.support.seamtrial import chaos_seams
 from tests.support.server import MotoServer
 
-SHARE = {"kill": 1.0, "faults": 0.2, "disk": 0.2, "overwrite": 0.2, "overlap": 0.2, "hostile": 0.05}
+SHARE = {
+    "kill": 1.0,
+    "kill-xattr-none": 0.3,
+    "faults": 0.2,
+    "disk": 0.2,
+    "overwrite": 0.2,
+    "overwrite-xattr-none": 0.1,
+    "overlap": 0.2,
+    "hostile": 0.05,
+}
 MIN_TRIALS = 2
 
 
@@ -71,7 +90,7 @@ def _minutes(seconds: float) -> str:
 
 
 HEADER = (
-    f"{'scenario':<10} {'trials':>6} {'objects at stake':>16} {'objects lost':>12} "
+    f"{'scenario':<22} {'trials':>6} {'objects at stake':>16} {'objects lost':>12} "
     f"{'partial files seen':>18} {'violations':>10} {'wall time':>10}"
 )
 
@@ -80,7 +99,7 @@ def table(rows: Sequence[Row]) -> str:
     lines = [HEADER, "-" * len(HEADER)]
     for row in rows:
         lines.append(
-            f"{row.scenario:<10} {row.trials:>6} {row.at_stake:>16,} {row.lost:>12} "
+            f"{title(row.scenario):<22} {row.trials:>6} {row.at_stake:>16,} {row.lost:>12} "
             f"{row.partial:>18} {row.violations:>10} {_minutes(row.seconds):>10}"
         )
     return "\n".join(lines)
@@ -99,7 +118,7 @@ def notes(bench: Bench, reports: dict[str, list[TrialReport]]) -> list[str]:
             merged.update({f"violation: {k}": n for k, n in kinds.items()})
         if merged:
             figures = ", ".join(f"{k} {v}" for k, v in sorted(merged.items()))
-            lines.append(f"{scenario}: {figures}")
+            lines.append(f"{title(scenario)}: {figures}")
     if "hostile" in reports:
         missing = ", ".join(repr(h.rel) for h in bench.untestable_keys()) or "none"
         lines.append(f"hostile: keys moto's HTTP server cannot hold (not tested): {missing}")
@@ -180,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not only and args.only:
             return 1 if seams_failed else 0
     counts = trial_counts(args.trials, only, args.flat)
+    left_out = []
+    if not fuse_available():
+        left_out = [name for name in counts if name in ON_MOUNT]
+        counts = {name: n for name, n in counts.items() if name not in ON_MOUNT}
     sys.stderr.write(f"chaos: seed {seed}, trials {counts}\n")
     rows: list[Row] = []
     reports: dict[str, list[TrialReport]] = {}
@@ -187,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with (
         _work_folder(args.work, keep=args.keep_failed) as work,
         MotoServer() as server,
-        bench_on(server.url, work, keep_failed=args.keep_failed) as bench,
+        MotoServer(aws_like=True) as aws_like,
+        bench_on(server.url, work, aws_url=aws_like.url, keep_failed=args.keep_failed) as bench,
     ):
         for name, count in counts.items():
             ran = run_scenario(bench, name, count, seed, sys.stderr)
@@ -198,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table(rows))
         for line in notes(bench, reports):
             print(f"  {line}")
+        for name in left_out:
+            print(f"  {title(name)}: NOT RUN: {FUSE_MISSING}")
     failed = any(r.violations for found in reports.values() for r in found)
     lost = sum(row.lost for row in rows)
     partial = sum(row.partial for row in rows)

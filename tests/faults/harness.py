@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,14 @@ _FILL_THREADS = 8
 
 
 class Lab:
-    """The moto server behind the proxy, reached without it: the test's own view of S3."""
+    """The moto server behind the proxy, reached without it: the test's own view of S3.
+    `name` says which kind: `moto` (honours If-Match on DeleteObject only, so s3drain picks
+    single `if-match` deletes) or `moto-aws-like` (also the per-key ETag of DeleteObjects, so
+    s3drain picks `etag-batch`)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, name: str = "moto") -> None:
         self.url = url
+        self.name = name
         self.client: Any = s3_client(url, retries={"total_max_attempts": 3})
         self._buckets = 0
         self._lock = threading.Lock()
@@ -98,10 +103,12 @@ class Lab:
 
 @dataclass(frozen=True)
 class Local:
-    """One local base path, and the files the test itself placed under it."""
+    """One local base path, and the files the test itself placed under it. `backing` is the
+    same folder seen past a mount (the xattr-less FUSE mount), where there is one."""
 
     base: Path
     placed: frozenset[tuple[str, str]] = frozenset()  # (path, SHA-256)
+    backing: Path | None = None
 
     @property
     def raw(self) -> Path:
@@ -120,8 +127,9 @@ class Local:
         return self.state / "audit.jsonl"
 
     @property
-    def journal(self) -> Path:
-        return self.state / "deletes-in-flight.jsonl"
+    def ledger(self) -> Path:
+        """s3drain's ledger, which is also its delete journal."""
+        return self.state / "state.db"
 
     def allows(self, path: str) -> bool:
         """May a run create this path? Only the base and its three folders."""
@@ -136,7 +144,8 @@ class Local:
         path = self.base / rel_to_base
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        return Local(self.base, self.placed | {(str(path), hashlib.sha256(data).hexdigest())})
+        placed = self.placed | {(str(path), hashlib.sha256(data).hexdigest())}
+        return Local(self.base, placed, self.backing)
 
 
 @dataclass(frozen=True)
@@ -164,8 +173,8 @@ class Sandbox:
         """A folder outside every base path (a hostile symlink points here)."""
         return self.root / "outside"
 
-    def local(self, name: str = "base") -> Local:
-        return Local(self.root / name)
+    def local(self, name: str = "base", backing: Path | None = None) -> Local:
+        return Local(self.root / name, backing=backing)
 
     def snapshot(self) -> frozenset[str]:
         return frozenset(_walk_all(self.root))
@@ -217,7 +226,7 @@ class RunSpec:
     endpoint: str
     credentials: Credentials
     workers: int = 4
-    delete_mode: str = "batch"
+    delete_mode: str | None = None  # None: s3drain's default (auto: what the probe found)
     verbose: bool = False
     read_timeout: float | None = None
     max_attempts: int | None = None
@@ -235,13 +244,13 @@ class RunSpec:
             str(self.local.base),
             "--workers",
             str(self.workers),
-            "--delete-mode",
-            self.delete_mode,
             "--multipart-threshold",
             "1MiB",
             "--part-size",
             "1MiB",
         ]
+        if self.delete_mode is not None:
+            args += ["--delete-mode", self.delete_mode]
         if self.verbose:
             args.append("-v")
         if self.read_timeout is not None:
@@ -352,7 +361,11 @@ class KillPlan:
     """When to SIGKILL: `delay` seconds after start; or - with `op` - `delay` seconds after the
     proxy receives the `nth` request of that operation (so it lands mid-request or mid-body);
     or - with `stall` - `delay` seconds after the server has executed the first `op` request,
-    whose answer the proxy withholds (the client never learns the delete happened)."""
+    whose answer the proxy withholds (the client never learns the delete happened).
+
+    Delete requests are counted, and stalled, only once the listing has begun: the deletes
+    before it are the server probe's, of random missing keys (a kill by the clock still lands
+    among them now and then)."""
 
     delay: float
     op: str | None = None
@@ -368,6 +381,7 @@ class KillPlan:
 
 
 STALL_FOREVER = 600.0  # the proxy withholds the answer until the kill (or its own stop)
+LISTING = "ListObjectsV2"
 
 
 class KillSwitch:
@@ -377,19 +391,12 @@ class KillSwitch:
         self.plan = plan
         self._proxy = proxy
         self._seen = 0
+        self._listed = False
         self._lock = threading.Lock()
         self._timers: list[threading.Timer] = []
         self._target: Running | None = None
         self._done = threading.Event()
         self.fired_in_flight: dict[str, int] | None = None  # requests open when it fired
-        if plan.stall and plan.op is not None:
-            proxy.configure(
-                fault_rate=1.0,
-                fault_kinds=("stall",),
-                fault_ops=frozenset({plan.op}),
-                max_faults=1,
-                stall_seconds=STALL_FOREVER,
-            )
 
     def arm(self, target: Running) -> None:
         self._target = target
@@ -399,10 +406,32 @@ class KillSwitch:
             watcher = threading.Thread(target=self._watch_stall, daemon=True)
             watcher.start()
 
-    def on_request(self, info: RequestInfo) -> None:
-        if self.plan.op is None or self.plan.stall or info.op != self.plan.op:
-            return
+    @property
+    def listed(self) -> bool:
+        """Whether the run had begun its listing (past its checks, probe and recovery)."""
         with self._lock:
+            return self._listed
+
+    def on_request(self, info: RequestInfo) -> None:
+        with self._lock:
+            first_page = info.op == LISTING and not self._listed
+            self._listed = self._listed or info.op == LISTING
+            if self.plan.op is None:
+                return
+            if self.plan.stall:
+                if first_page:
+                    # From the next request on: this hook runs after the proxy has decided
+                    # whether to fault the listing request itself.
+                    self._proxy.configure(
+                        fault_rate=1.0,
+                        fault_kinds=("stall",),
+                        fault_ops=frozenset({self.plan.op}),
+                        max_faults=1,
+                        stall_seconds=STALL_FOREVER,
+                    )
+                return
+            if info.op != self.plan.op or (info.op.startswith("Delete") and not self._listed):
+                return
             self._seen += 1
             hit = self._seen == self.plan.nth
         if hit:
@@ -500,11 +529,61 @@ def read_audit(path: Path) -> tuple[tuple[AuditLine, ...], int]:
                     status=entry["status"],
                     deleted=bool(entry["deleted"]),
                     local_path=entry.get("local_path"),
+                    left_s3=entry["status"] == "changed"
+                    and "left S3 while its delete was in flight" in str(entry.get("detail")),
                 )
             )
         except (ValueError, KeyError, TypeError):
             torn += 1
     return tuple(lines), torn
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """What s3drain's ledger (`.s3drain/state.db`, its delete journal) holds unfinished, read
+    with Python's sqlite3 in read-only mode: the checker does not import s3drain."""
+
+    sending: frozenset[tuple[str, str]] = frozenset()  # (key, ETag): a delete maybe in flight
+    unaudited: frozenset[tuple[str, str]] = frozenset()  # (key, ETag): its audit line is owed
+    staged: int = 0  # downloads recorded before their file had its real name
+
+    @property
+    def owed(self) -> frozenset[tuple[str, str]]:
+        """Versions a next run must settle: deletes in flight, and outcomes to be audited."""
+        return self.sending | self.unaudited
+
+    @property
+    def unfinished(self) -> bool:
+        return bool(self.sending or self.unaudited or self.staged)
+
+
+_UNFINISHED_ROWS = (
+    "SELECT key, etag, state, delete_state, audited FROM deliveries "
+    "WHERE state = 'staged' OR delete_state = 'sending' OR audited = 0"
+)
+
+
+def read_ledger(local: Local) -> LedgerView:
+    """The ledger's unfinished rows; an empty view where there is no ledger (yet), or where
+    a run was killed before it had created its tables."""
+    if not local.ledger.exists():
+        return LedgerView()
+    conn = sqlite3.connect(f"{local.ledger.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute(_UNFINISHED_ROWS).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return LedgerView()
+        raise
+    finally:
+        conn.close()
+    sending = {(str(k), str(e).strip('"')) for k, e, _, d, _ in rows if d == "sending"}
+    unaudited = {(str(k), str(e).strip('"')) for k, e, _, _, a in rows if not a}
+    return LedgerView(
+        sending=frozenset(sending),
+        unaudited=frozenset(unaudited),
+        staged=sum(1 for row in rows if row[2] == "staged"),
+    )
 
 
 def site_of(local: Local, prefix: str = PREFIX) -> Site:
@@ -521,7 +600,8 @@ def site_of(local: Local, prefix: str = PREFIX) -> Site:
 
 
 def state_texts(local: Local) -> tuple[Text, ...]:
-    """Every file s3drain keeps in its state folder (audit log, journal, lock)."""
+    """Every file s3drain keeps in its state folder (audit log, ledger and its WAL, lock,
+    crash logs), as text: a credential must be in none of them."""
     texts: list[Text] = []
     for path in sorted(local.state.glob("*")) if local.state.is_dir() else ():
         if path.is_file():
@@ -540,6 +620,8 @@ class Trial:
     credentials: Credentials
     snapshot: frozenset[str]
     watch: tuple[str, ...] = ()
+    # What the trial mounted (the xattr-less base path), closed when the trial ends.
+    mounts: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, compare=False)
 
     def observe(
         self,
@@ -553,6 +635,13 @@ class Trial:
     ) -> Observation:
         texts = [t for r in runs for t in r.texts()]
         texts += [t for lo in locals_ for t in state_texts(lo)]
+        # Right after a kill, what the ledger says is in flight is excused until the next run;
+        # once settled, nothing is.
+        in_flight = (
+            frozenset().union(*(read_ledger(lo).owed for lo in locals_))
+            if not settled
+            else frozenset()
+        )
         return Observation(
             before=self.before,
             bucket=self.lab.stored(self.bucket),
@@ -565,6 +654,7 @@ class Trial:
             texts=tuple(texts),
             secrets=self.credentials.secrets(),
             settled=settled,
+            in_flight=in_flight,
             newest_must_stay=newest_must_stay,
         )
 

@@ -103,8 +103,15 @@ def test_copy_without_audit_line() -> None:
     fa, _ = drained(A, b"alpha", "a.csv")
     obs = observation(site((fa,)), bucket=(stored(B),))
     assert kinds(obs) == [Kind.UNAUDITED]
-    # Right after a kill the journal may still owe that line: not yet a violation.
-    assert check(replace(obs, settled=False)) == []
+    # Right after a kill the ledger may still owe that line: not yet a violation...
+    owed = frozenset({(A.key, A.md5)})
+    assert check(replace(obs, settled=False, in_flight=owed)) == []
+    # ...but only where the ledger says so: of that version, not another, and not once settled.
+    assert kinds(replace(obs, settled=False)) == [Kind.UNAUDITED]
+    assert kinds(replace(obs, settled=False, in_flight=frozenset({(A.key, B.md5)}))) == [
+        Kind.UNAUDITED
+    ]
+    assert kinds(replace(obs, in_flight=owed)) == [Kind.UNAUDITED]
 
 
 def test_claim_while_still_in_s3() -> None:

@@ -198,6 +198,9 @@ class RequestInfo:
     headers: Mapping[str, str]
     bucket: str = ""
     key: str = ""
+    # A DeleteObjects request's XML body (it names the keys; a hook cannot see them otherwise),
+    # read before the hook when it is small; None for every other request.
+    body: bytes | None = None
 
 
 class LogEntry(NamedTuple):
@@ -610,11 +613,12 @@ class FaultProxy:
             return False
         if fault in ERROR_FAULTS:
             return self._answer_error(sock, rfile, request, op, fault)
-        info = RequestInfo(op, request.method, path, params, request.lower, bucket, key)
-        if not self._run_hook(info, sock, rfile, request):
+        body = self._read_small_body(sock, rfile, request) if op == "DeleteObjects" else None
+        info = RequestInfo(op, request.method, path, params, request.lower, bucket, key, body)
+        if not self._run_hook(info, sock, rfile, request, body_read=body is not None):
             return request.keep_alive
         try:
-            response = self._forward(sock, rfile, upstream, request)
+            response = self._forward(sock, rfile, upstream, request, body)
         except (OSError, ProtocolError) as exc:
             upstream.close()
             self._record_error(f"upstream {op}: {type(exc).__name__}: {exc}")
@@ -637,8 +641,26 @@ class FaultProxy:
         _close(sock, rfile, reset=fault == "reset_after")
         return False
 
+    def _read_small_body(
+        self, sock: socket.socket, rfile: io.BufferedReader, request: _Request
+    ) -> bytes | None:
+        """The whole body, if it has a Content-Length of at most _SMALL_BODY; else None (and
+        nothing read)."""
+        framing = _request_framing(request.lower)
+        if not isinstance(framing, int) or framing > _SMALL_BODY:
+            return None
+        if request.expects_continue:
+            sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return _read_exact(rfile, framing)
+
     def _run_hook(
-        self, info: RequestInfo, sock: socket.socket, rfile: io.BufferedReader, request: _Request
+        self,
+        info: RequestInfo,
+        sock: socket.socket,
+        rfile: io.BufferedReader,
+        request: _Request,
+        *,
+        body_read: bool = False,
     ) -> bool:
         """Call before_forward; on failure answer 500 so the test sees it, and return False."""
         hook = self.before_forward
@@ -648,7 +670,8 @@ class FaultProxy:
             hook(info)
         except Exception as exc:
             self._record_error(f"before_forward hook: {exc!r}")
-            self._drain_request(sock, rfile, request)
+            if not body_read:
+                self._drain_request(sock, rfile, request)
             message = f"before_forward hook raised {exc!r}"
             self._record(info.op, 500, None)
             self._send_error(
@@ -713,11 +736,15 @@ class FaultProxy:
         rfile: io.BufferedReader,
         upstream: _Upstream,
         request: _Request,
+        body: bytes | None = None,
     ) -> _Response:
-        """Send the request upstream, streaming its body, and read the response head."""
+        """Send the request upstream, streaming its body (or the `body` already read), and
+        read the response head."""
         framing = _request_framing(request.lower)
         headers = _end_to_end(request.headers) + _framing_headers(framing)
         head = _format_head(f"{request.method} {request.target} HTTP/1.1", headers)
+        if body is not None:
+            return self._send_small(upstream, head + body, request)
         if request.expects_continue:
             # We answer the Expect ourselves, so upstream never sees it.
             sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
