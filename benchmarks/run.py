@@ -87,6 +87,10 @@ class BenchConfig:
     contenders: tuple[Contender, ...]
     workdir: Path
     endpoint_url: str | None = None
+    # The local moto: patched to honour DeleteObjects' per-key ETag as AWS documents (what
+    # s3drain meets on AWS: batched exact deletes), or as released (one exact delete per
+    # object). The contenders do not use conditions; only s3drain sees the difference.
+    aws_like: bool = True
     bucket: str = DEFAULT_BUCKET
     region: str | None = None
     repeat: int = 1
@@ -327,7 +331,7 @@ def _clean_trial(trial_dir: Path, keep_logs: bool) -> None:
 
 def _server_version(backend: Backend) -> str:
     if isinstance(backend, OwnMoto):
-        return f"moto {moto.__version__} (`python -m moto.server`, werkzeug, threaded)"
+        return f"moto {moto.__version__} ({backend.description}, werkzeug, threaded)"
     return backend.description
 
 
@@ -347,7 +351,7 @@ def _backend(config: BenchConfig) -> Iterator[Backend]:
         target = target_from_environment(config.endpoint_url, config.bucket, config.region)
         yield ExternalServer(target)
         return
-    server = OwnMoto(config.workdir, config.bucket).start()
+    server = OwnMoto(config.workdir, config.bucket, aws_like=config.aws_like).start()
     try:
         yield server
     finally:
@@ -444,6 +448,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIO_NAMES))
     parser.add_argument("--contenders", default=",".join(tools.ALL))
     parser.add_argument("--endpoint-url", default=None, help="default: a local moto server")
+    parser.add_argument(
+        "--server",
+        choices=("moto-aws-like", "moto"),
+        default="moto-aws-like",
+        help="the local server: moto honouring DeleteObjects' per-key ETag as AWS documents "
+        "(default), or moto as released",
+    )
     parser.add_argument("--bucket", default=DEFAULT_BUCKET)
     parser.add_argument("--region", default=None)
     parser.add_argument(
@@ -475,6 +486,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         contenders=tuple(tools.ALL[name] for name in args.contender_names),
         workdir=WORKDIR,
         endpoint_url=args.endpoint_url,
+        aws_like=args.server == "moto-aws-like",
         bucket=args.bucket,
         region=args.region,
         repeat=args.repeat or 1,

@@ -58,11 +58,12 @@ class Backend(Protocol):
 class OwnMoto:
     """A moto server on 127.0.0.1 that this bench starts, resets and restarts."""
 
-    def __init__(self, workdir: Path, bucket: str) -> None:
+    def __init__(self, workdir: Path, bucket: str, *, aws_like: bool = True) -> None:
         self._log = workdir / "moto-requests.log"
         self._log.unlink(missing_ok=True)
-        self._server = MotoServer(log_path=self._log)
+        self._server = MotoServer(log_path=self._log, aws_like=aws_like)
         self._bucket = bucket
+        self._aws_like = aws_like
 
     def start(self) -> OwnMoto:
         self._server.start()
@@ -75,7 +76,11 @@ class OwnMoto:
 
     @property
     def description(self) -> str:
-        return "moto server (local, one process)"
+        if self._aws_like:
+            return (
+                "moto server (local, one process; DeleteObjects' per-key ETag honoured as AWS does)"
+            )
+        return "moto server (local, one process; as released)"
 
     def fresh(self, prefix: str, restart: bool) -> None:
         # moto keeps the memory of big objects after a reset (1 GiB stays in its RSS), so

@@ -40,6 +40,10 @@ LEFT_S3 = (
     "upload, which stays; whether this version was deleted or overwritten first, S3 cannot "
     "tell; its bytes were delivered"
 )
+KEPT = (
+    "overwritten while its delete was in flight (a run was stopped): this version was not "
+    "deleted and stays in the bucket's history; the newer upload stays"
+)
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,11 @@ def recover(
             settled += 1
         if delivery.delete_state in ("deleted", "changed"):
             deleted = delivery.delete_state == "deleted"
-            detail = "delete confirmed after an interrupted run" if deleted else LEFT_S3
+            if deleted:
+                detail = "delete confirmed after an interrupted run"
+            else:
+                # With a version id S3 could tell: that version is still in the bucket.
+                detail = LEFT_S3 if delivery.version_id is None else KEPT
             record(_outcome(delivery, deleted=deleted, detail=detail))
         audited.append(delivery.id)
     if can_record():
