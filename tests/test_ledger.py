@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +56,7 @@ def test_created_on_first_use_with_schema_wal_and_durable_commits(tmp_path: Path
 
 def test_a_row_goes_staged_delivered_sending_deleted_audited(tmp_path: Path) -> None:
     with opened(tmp_path) as ledger:
-        row = ledger.stage(new("exports/a", path=str(tmp_path / "raw" / "a")))
+        row = ledger.stage_many([new("exports/a", path=str(tmp_path / "raw" / "a"))])[0]
         assert raw_rows(tmp_path) == [("exports/a", "staged", None, 1, "raw/a")]
         ledger.deliver(staged=[row], adopted=[], sending=[row], adopted_sending=False)
         assert raw_rows(tmp_path) == [("exports/a", "delivered", "sending", 0, "raw/a")]
@@ -71,7 +70,7 @@ def test_a_row_goes_staged_delivered_sending_deleted_audited(tmp_path: Path) -> 
 
 def test_adopted_files_and_unfinished_rows(tmp_path: Path) -> None:
     with opened(tmp_path) as ledger:
-        staged = ledger.stage(new("exports/s"))
+        staged = ledger.stage_many([new("exports/s")])[0]
         (adopted,) = ledger.deliver(
             staged=[], adopted=[new("exports/p")], sending=[], adopted_sending=True
         )
@@ -82,31 +81,22 @@ def test_adopted_files_and_unfinished_rows(tmp_path: Path) -> None:
         assert ledger.unfinished("other-bucket") == []
 
 
-def test_concurrent_stages_share_commits(tmp_path: Path) -> None:
+def test_a_batch_of_staged_rows_is_one_commit(tmp_path: Path) -> None:
     with opened(tmp_path) as ledger:
         before = ledger.commits
-        ids: list[int] = []
-        lock = threading.Lock()
-
-        def worker(n: int) -> None:
-            for i in range(25):
-                got = ledger.stage(new(f"exports/{n}/{i}"))
-                with lock:
-                    ids.append(got)
-
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert len(set(ids)) == 200
-        assert ledger.count() == 200
-        assert ledger.commits - before < 200  # rows waiting together went in one commit
+        ids = ledger.stage_many([new(f"exports/{n}") for n in range(200)])
+        assert ledger.commits - before == 1
+        assert len(set(ids)) == 200 and ledger.count() == 200
+        assert [d.key for d in ledger.unfinished("lake")][:2] == ["exports/0", "exports/1"]
+        ledger.discard_many(ids[:150])
+        assert ledger.count() == 50 and ledger.commits - before == 2
 
 
 def test_prune_forgets_only_what_left_s3_long_ago(tmp_path: Path) -> None:
     with opened(tmp_path) as ledger:
-        old, recent, kept = (ledger.stage(new(f"exports/{n}")) for n in ("old", "recent", "kept"))
+        old, recent, kept = (
+            ledger.stage_many([new(f"exports/{n}")])[0] for n in ("old", "recent", "kept")
+        )
         ledger.deliver(staged=[old, recent, kept], adopted=[], sending=[], adopted_sending=False)
         ledger.settle([(old, "deleted"), (recent, "changed")])
         with sqlite3.connect(ledger_path(tmp_path / ".s3drain")) as conn:
@@ -131,11 +121,11 @@ def test_read_only_opening_never_creates_or_writes(tmp_path: Path) -> None:
     assert Ledger.open_read_only(tmp_path / ".s3drain", tmp_path) is None
     assert not (tmp_path / ".s3drain").exists()
     with opened(tmp_path) as ledger:
-        ledger.stage(new("exports/a"))
+        ledger.stage_many([new("exports/a")])
     reader = Ledger.open_read_only(tmp_path / ".s3drain", tmp_path)
     assert reader is not None
     with reader, pytest.raises(ConfigError):
-        reader.stage(new("exports/b"))
+        reader.stage_many([new("exports/b")])
 
 
 # -- unusable ledgers: each a clear error, nothing changed ----------------------------------
@@ -215,7 +205,9 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (size + 8192, size + 8192))
 record = ObjectRecord("k" * 900, 1, "e" * 32, datetime(2026, 1, 1, tzinfo=UTC))
 try:
     for n in range(10000):
-        ledger.stage(NewDelivery(record, "/x" * 400, FileId(1, n, 1, 1), None, None, "downloaded"))
+        ledger.stage_many(
+            [NewDelivery(record, "/x" * 400, FileId(1, n, 1, 1), None, None, "downloaded")]
+        )
 except AbortError as exc:
     print("ABORT", exc.exit_code, exc.message)
 """

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s3drain.drain.deleter import Deleter
+from s3drain.drain.linker import Linker
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.settings import DrainSettings
 from s3drain.drain.transfer import Transfer
@@ -73,6 +74,7 @@ class Context:
     reporter: Reporter
     transfer: Transfer
     deleter: Deleter | None  # None in a dry run
+    linker: Linker | None  # None in a dry run
     state: RunState
     client: S3Client
     retry: RetryPolicy

@@ -14,6 +14,7 @@ from s3drain.drain.dispatch import dispatch
 from s3drain.drain.fanout import FanOut, StreamPolicy
 from s3drain.drain.fetch import Fetcher
 from s3drain.drain.guard import GuardChoice, choose_guard, probed
+from s3drain.drain.linker import Linker
 from s3drain.drain.recovery import recover
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.select import guard_deletes
@@ -24,6 +25,7 @@ from s3drain.errors import AbortError, describe
 from s3drain.local.fs import LocalFS
 from s3drain.local.ledger import Ledger
 from s3drain.local.paths import Layout
+from s3drain.records import Outcome
 from s3drain.s3.breaker import Breaker
 from s3drain.s3.client import S3Client
 from s3drain.s3.retry import RetryPolicy
@@ -154,8 +156,8 @@ def run_pipeline(
         slots=GetSlots(2 * settings.workers),
         streams=streams or FanOut(min(settings.max_streams, settings.workers)),
     )
-    transfer = Transfer(fetcher, fs, None if settings.dry_run else ledger)
-    deleter = None
+    transfer = Transfer(fetcher, fs)
+    deleter = linker = None
     if not settings.dry_run:
         assert ledger is not None
         deleter = Deleter(
@@ -180,12 +182,40 @@ def run_pipeline(
             fatal=state.fail,
             crashed=state.crashed,
         )
+        settle = deleter.submit
+
+        def placed(outcome: Outcome) -> None:
+            reporter.pending(outcome)  # counted on the progress line until its delete
+            settle(outcome)
+
+        linker = Linker(
+            fs,
+            ledger,
+            linked=placed,
+            record=reporter.record,
+            fatal=state.fail,
+            crashed=state.crashed,
+        )
     ctx = Context(
-        settings, layout, reporter, transfer, deleter, state, client, retry, ledger, versioned
+        settings,
+        layout,
+        reporter,
+        transfer,
+        deleter,
+        linker,
+        state,
+        client,
+        retry,
+        ledger,
+        versioned,
     )
     try:
         return dispatch(ctx)
     finally:
+        # In the order objects flow: the workers are done (dispatch waits for them), the
+        # linker places what they fetched, the deleter settles what it placed.
+        if linker is not None:
+            linker.close()
         if deleter is not None:
             deleter.close()
         part_pool.shutdown()

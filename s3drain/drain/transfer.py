@@ -1,10 +1,11 @@
 """One object from S3 to a durable local file, or nothing at all.
 
 The temp file is born here (a hidden name beside the target), filled and verified by
-`fetch.py`, fsynced, compared with a local file where the decision asked for it, recorded in
-the ledger (staged), and only then linked in under its real name without replacing anything
-(the deleter fsyncs the folder before the row says "delivered"). Any failure removes the temp
-file; a crash leaves only a hidden temp file that the next run sweeps.
+`fetch.py`, fsynced, and compared with a local file where the decision asked for it; then,
+still open, it goes to `linker.py`, which records it in the ledger (staged) and only then links
+it in under its real name without replacing anything (the deleter fsyncs the folder before the
+row says "delivered"). Any failure here removes the temp file; a crash leaves only a hidden
+temp file that the next run sweeps.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import os
 from dataclasses import dataclass, replace
 
 from s3drain.drain.fetch import Fetcher, fetch
+from s3drain.drain.linker import Fetched
 from s3drain.local.fs import LocalFS
-from s3drain.local.ledger import Ledger
-from s3drain.local.ledger_rows import NewDelivery
 from s3drain.local.paths import is_temp_name, temp_name_for
 from s3drain.records import ObjectRecord
 
@@ -25,22 +25,8 @@ class PathBlocked(Exception):
     """A file sits where a folder of the target path must be (`a` beside `a/b`)."""
 
 
-class TargetExists(Exception):
-    """Another file appeared at the target while the object downloaded; it was not replaced."""
-
-
 class TempBusy(Exception):
     """Another run holds this object's temp file: it is downloading the same version."""
-
-
-@dataclass(frozen=True)
-class Downloaded:
-    path: str
-    verified: str  # crc32, md5, size (multipart ETag ...), ...
-    size: int
-    version_id: str | None = None  # what the GET returned, in a versioned bucket
-    delivery_id: int | None = None  # the ledger's staged row
-    checksums: str | None = None  # what matched: `crc32:<b64>`, `md5:<hex>`
 
 
 @dataclass(frozen=True)
@@ -58,7 +44,6 @@ class Transfer:
 
     fetcher: Fetcher
     fs: LocalFS
-    ledger: Ledger | None  # None in a dry run, which downloads nothing
 
 
 class LocalDiffers(Exception):
@@ -71,12 +56,12 @@ class LocalDiffers(Exception):
 
 def download(
     t: Transfer, record: ObjectRecord, target: str, compare_with: tuple[str, ...] = ()
-) -> Downloaded | Matched:
+) -> Fetched | Matched:
     """Fetch, verify and fsync the object in a temp file. Where `compare_with` names local files
     whose content could not be proven otherwise, their bytes are compared first: an equal one is
     the object (Matched; the temp file goes); a different one at `target` is a conflict
-    (LocalDiffers). Otherwise the ledger records the file (staged) and only then it gets its
-    real name."""
+    (LocalDiffers). Otherwise the temp file, still open and locked, goes to the linker
+    (`linker.py`), which records it in the ledger and then gives it its real name."""
     parent = os.path.dirname(target)
     try:
         t.fs.makedirs(parent)
@@ -87,42 +72,23 @@ def download(
         fd = t.fs.create_temp(temp)
     except BlockingIOError:
         raise TempBusy("another s3drain run is downloading this object right now") from None
-    placed = False
+    handed_over = False
     try:
         verified = fetch(t.fetcher, record, fd)
         t.fs.fsync(fd)
-        got = replace(record, version_id=verified.version_id or record.version_id)
         for path in compare_with:
             if t.fs.same_bytes(fd, path):
                 return Matched(path, f"bytes ({verified.label})", verified.version_id)
         if target in compare_with:
             raise LocalDiffers(target)
-        delivery_id = None
-        if t.ledger is not None:
-            new = NewDelivery(
-                got, target, t.fs.file_id(fd), verified.checksums, verified.label, "downloaded"
-            )
-            delivery_id = t.ledger.stage(new)
-        try:
-            t.fs.link_into_place(temp, target)
-        except FileExistsError:
-            if t.ledger is not None and delivery_id is not None:
-                t.ledger.discard(delivery_id)
-            raise TargetExists(f"a file appeared at {target} during the download") from None
-        # The folder is fsynced by the deleter, once per batch, before the row says "delivered".
-        placed = True
+        got = replace(record, version_id=verified.version_id or record.version_id)
+        fetched = Fetched(got, fd, temp, target, t.fs.file_id(fd), verified)
+        handed_over = True
+        return fetched
     finally:
-        if not placed:
+        if not handed_over:
             _remove_quietly(t.fs, temp)
-        t.fs.close(fd)  # only now is the lock gone: no sweep ever takes a file being written
-    return Downloaded(
-        path=target,
-        verified=verified.label,
-        size=record.size,
-        version_id=verified.version_id,
-        delivery_id=delivery_id,
-        checksums=verified.checksums,
-    )
+            t.fs.close(fd)  # only now is the lock gone: no sweep ever takes a file being written
 
 
 def _remove_quietly(fs: LocalFS, path: str) -> None:

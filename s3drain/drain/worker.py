@@ -13,12 +13,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3drain.drain.context import Context
 from s3drain.drain.decide import Action, Decision, decide
+from s3drain.drain.linker import Fetched
 from s3drain.drain.proof import Content, Proof, prove
 from s3drain.drain.transfer import (
     LocalDiffers,
-    Matched,
     PathBlocked,
-    TargetExists,
     TempBusy,
     download,
 )
@@ -26,7 +25,6 @@ from s3drain.drain.verify import Interrupted, ObjectChanged, check_etag
 from s3drain.errors import (
     AbortError,
     ConfigError,
-    S3DrainError,
     TransientError,
     describe,
     error_code,
@@ -168,15 +166,18 @@ def _act(
     elif decision.action is Action.CONFLICT:
         record_outcome(Outcome(record, Status.CONFLICT, decision.reason, local_path=raw.path))
     elif decision.action in (Action.PROCESSED, Action.PRESENT):
-        _finish(ctx, _found_locally(record, decision, delivered, raw=raw, processed=processed))
+        finish(ctx, _found_locally(record, decision, delivered, raw=raw, processed=processed))
     elif ctx.settings.dry_run:
         then = ", ".join(decision.compare_with)
         why = f"then compared with {then}" if then else ""
         record_outcome(Outcome(record, Status.DOWNLOADED, why, local_path=raw.path))
     else:
         outcome = _download(ctx, record, decision.compare_with, raw=raw, processed=processed)
-        if outcome.status in (Status.DOWNLOADED, Status.PRESENT, Status.PROCESSED):
-            _finish(ctx, outcome)
+        if isinstance(outcome, Fetched):
+            assert ctx.linker is not None  # not a dry run: it downloaded
+            ctx.linker.submit(outcome)
+        elif outcome.status in (Status.PRESENT, Status.PROCESSED):
+            finish(ctx, outcome)
         else:
             record_outcome(outcome)
 
@@ -221,7 +222,7 @@ def _download(
     *,
     raw: LocalFile,
     processed: LocalFile,
-) -> Outcome:
+) -> Outcome | Fetched:
     state, target = ctx.state, raw.path
     try:
         done = download(ctx.transfer, record, target, compare_with)
@@ -234,19 +235,12 @@ def _download(
         )
     except PathBlocked as exc:
         return Outcome(record, Status.REFUSED, str(exc))
-    except TargetExists as exc:
-        return Outcome(record, Status.CONFLICT, str(exc), local_path=target)
     except ObjectChanged as exc:
         return Outcome(record, Status.CHANGED, f"{exc}; the current version stays in S3")
     except Interrupted:
         return Outcome(record, Status.FAILED, "interrupted before it finished; left in S3")
     except TempBusy as exc:
         return Outcome(record, Status.FAILED, f"{exc}; left in S3", local_path=target)
-    except S3DrainError as exc:
-        # The ledger could not record the download (its disk is full, another process holds
-        # it): the file never got its real name, and the run stops as for any full disk.
-        state.fail(exc)
-        return Outcome(record, Status.FAILED, f"not recorded in the ledger: {exc.message}")
     except (ClientError, BotoCoreError, TransientError) as exc:
         # Before OSError: botocore's connection and timeout errors are OSErrors too.
         if error_code(exc) == "AccessDenied" and not state.any_get_succeeded:
@@ -267,30 +261,20 @@ def _download(
             )
         return Outcome(record, Status.FAILED, f"local error: {describe(exc)}")
     state.any_get_succeeded = True
-    got = replace(record, version_id=done.version_id or record.version_id)
-    if isinstance(done, Matched):
-        local = processed if done.path == processed.path else raw
-        status = Status.PROCESSED if local is processed else Status.PRESENT
-        return Outcome(
-            got,
-            status,
-            f"{done.path} holds its bytes (compared after a download)",
-            local_path=done.path,
-            verified=done.verified,
-            file=local.file,
-        )
+    if isinstance(done, Fetched):
+        return done  # the linker gives it its name, then it goes on to the deleter
+    local = processed if done.path == processed.path else raw
     return Outcome(
-        got,
-        Status.DOWNLOADED,
+        replace(record, version_id=done.version_id or record.version_id),
+        Status.PROCESSED if local is processed else Status.PRESENT,
+        f"{done.path} holds its bytes (compared after a download)",
         local_path=done.path,
         verified=done.verified,
-        bytes_downloaded=done.size,
-        delivery_id=done.delivery_id,
-        checksums=done.checksums,
+        file=local.file,
     )
 
 
-def _finish(ctx: Context, outcome: Outcome) -> None:
+def finish(ctx: Context, outcome: Outcome) -> None:
     if ctx.deleter is None:  # dry run: nothing is recorded, nothing deleted
         ctx.reporter.record(outcome)
     else:

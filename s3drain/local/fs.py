@@ -135,6 +135,9 @@ class LocalFS:
             return
         os.unlink(temp)
 
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
     def fsync_dir(self, path: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:

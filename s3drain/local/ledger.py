@@ -12,9 +12,8 @@ and the folder fsync. The next run completes a staged row whose inode it finds u
 name and drops one whose file is not there. A row never says "delivered" for bytes that are not
 durable under their real name.
 
-One connection, one writer: every statement runs under one lock. Staged rows are committed by
-group commit (whoever commits takes everyone's pending rows along), other writes per delete
-batch, never per object.
+One connection, one writer: every statement runs under one lock, and every write is one commit
+per batch (the linker's staged rows, the deleter's deliveries and answers), never per object.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from s3drain.errors import S3DrainError
 from s3drain.local.ledger_db import connect, connect_read_only, ledger_path, translate
 from s3drain.local.ledger_rows import (
     SELECT,
@@ -51,12 +49,6 @@ class Ledger:
         self._lock = threading.Lock()
         self._run_id: int | None = None
         self.run: str | None = None
-        # Group commit of staged rows: a ticket per row, answered with its id or its error.
-        self._pending: list[tuple[int, NewDelivery]] = []
-        self._tickets = 0
-        self._answers: dict[int, int | S3DrainError] = {}
-        self._pending_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
         self._bucket: str | None = None
         self.commits = 0
 
@@ -165,36 +157,13 @@ class Ledger:
         )
         return int(cursor.lastrowid or 0)
 
-    def stage(self, new: NewDelivery) -> int:
-        """Commit a downloaded file's row before its link; returns the row id. Concurrent callers
-        share one commit: whoever gets to commit takes every row waiting by then along, and the
-        others find their answer when their turn comes."""
-        with self._pending_lock:
-            ticket = self._tickets
-            self._tickets += 1
-            self._pending.append((ticket, new))
-        with self._commit_lock:
-            with self._pending_lock:
-                answered = self._answers.pop(ticket, None)
-                batch: list[tuple[int, NewDelivery]] = []
-                if answered is None:
-                    batch, self._pending = self._pending, []
-            if answered is None:
-                try:
-                    ids = self._write(
-                        "recording downloads",
-                        lambda conn: [self._insert(conn, n, "staged") for _, n in batch],
-                    )
-                    results: list[int | S3DrainError] = list(ids)
-                except S3DrainError as exc:
-                    results = [exc] * len(batch)
-                with self._pending_lock:
-                    for (each, _), result in zip(batch, results, strict=True):
-                        self._answers[each] = result
-                    answered = self._answers.pop(ticket)
-        if isinstance(answered, S3DrainError):
-            raise answered
-        return answered
+    def stage_many(self, rows: Sequence[NewDelivery]) -> list[int]:
+        """Record downloaded files (their temp files' inodes) before they get their real names:
+        one commit for the batch. Returns the row ids, in order."""
+        ids: list[int] = self._write(
+            "recording downloads", lambda conn: [self._insert(conn, n, "staged") for n in rows]
+        )
+        return ids
 
     def set_meta(self, name: str, value: str) -> None:
         self._write("recording a note", lambda conn: conn.execute(_SET_META, (name, value)))
@@ -226,9 +195,14 @@ class Ledger:
 
     def discard(self, delivery_id: int) -> None:
         """A staged row whose file never got its real name."""
+        self.discard_many([delivery_id])
+
+    def discard_many(self, ids: Sequence[int]) -> None:
         self._write(
-            "dropping a staged row",
-            lambda conn: conn.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,)),
+            "dropping staged rows",
+            lambda conn: conn.executemany(
+                "DELETE FROM deliveries WHERE id = ?", [(i,) for i in ids]
+            ),
         )
 
     def deliver(
