@@ -191,10 +191,13 @@ class Linker:
         for n, item in enumerate(items):
             if n in answered:
                 continue
-            self._remove(item)  # harmless where the link was made: the real name stays
+            # Nothing here may raise: this runs after a bug too, and every descriptor must be
+            # closed (its lock released) and every object answered, or the run cannot end.
+            with contextlib.suppress(Exception):
+                self._fs.remove(item.temp)  # harmless where the link was made: the name stays
             if n not in closed:
                 closed.add(n)
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(Exception):  # close(2) frees the number even so
                     self._fs.close(item.fd)
             answered.add(n)
             with contextlib.suppress(Exception):
