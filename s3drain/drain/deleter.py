@@ -20,11 +20,11 @@ import contextlib
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from s3drain.drain.batches import CLOSE, batches
 from s3drain.drain.delete_requests import MAX_BATCH, DeleteGuard, Sender
 from s3drain.errors import AbortError, DeleteGuardError, S3DrainError, describe
 from s3drain.local.fs import LocalFS
@@ -44,9 +44,6 @@ class DeletePolicy:
     flush_seconds: float = 5.0
     single_workers: int = 16
     max_deletes: int | None = None  # a hard cap behind --max-delete
-
-
-_CLOSE = object()
 
 
 class Deleter:
@@ -99,36 +96,24 @@ class Deleter:
         self._queue.put(outcome)
 
     def close(self) -> None:
-        self._queue.put(_CLOSE)
+        self._queue.put(CLOSE)
         self._thread.join()
         self._pool.shutdown()
 
     def _loop(self) -> None:
-        batch: list[Outcome] = []
-        deadline: float | None = None
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        policy = self._policy
+        for batch in batches(
+            self._queue, Outcome, window=policy.flush_seconds, size=policy.batch_size
+        ):
             try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if isinstance(item, Outcome):
-                batch.append(item)
-                if deadline is None:
-                    deadline = time.monotonic() + self._policy.flush_seconds
-            if batch and (item is None or item is _CLOSE or len(batch) >= self._policy.batch_size):
-                try:
-                    self._flush(batch)
-                except Exception as exc:
-                    # A bug: no further delete is sent, and every object handed over still gets
-                    # its one outcome. The loop goes on taking items, so no worker blocks.
-                    if self._broken is None:
-                        self._broken = S3DrainError(f"internal error in the deleter: {exc!r}")
-                    self._crashed(exc, "the deleter")
-                    self._leave_open("not deleted: internal error in the deleter")
-                batch, deadline = [], None
-            if item is _CLOSE:
-                return
+                self._flush(batch)
+            except Exception as exc:
+                # A bug: no further delete is sent, and every object handed over still gets
+                # its one outcome. The loop goes on taking items, so no worker blocks.
+                if self._broken is None:
+                    self._broken = S3DrainError(f"internal error in the deleter: {exc!r}")
+                self._crashed(exc, "the deleter")
+                self._leave_open("not deleted: internal error in the deleter")
 
     def _flush(self, batch: list[Outcome]) -> None:
         self._written = []

@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from s3drain.drain.batches import CLOSE, batches
 from s3drain.drain.verify import Verified
 from s3drain.errors import S3DrainError, describe
 from s3drain.local.fs import LocalFS
@@ -42,9 +42,6 @@ class Fetched:
     target: str
     file: FileId
     verified: Verified
-
-
-_CLOSE = object()
 
 
 class Linker:
@@ -79,27 +76,12 @@ class Linker:
         self._queue.put(item)
 
     def close(self) -> None:
-        self._queue.put(_CLOSE)
+        self._queue.put(CLOSE)
         self._thread.join()
 
     def _loop(self) -> None:
-        batch: list[Fetched] = []
-        deadline: float | None = None
-        while True:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            if isinstance(item, Fetched):
-                batch.append(item)
-                if deadline is None:
-                    deadline = time.monotonic() + self._window
-            if batch and (item is None or item is _CLOSE or len(batch) >= self._max):
-                self._flush_guarded(batch)
-                batch, deadline = [], None
-            if item is _CLOSE:
-                return
+        for batch in batches(self._queue, Fetched, window=self._window, size=self._max):
+            self._flush_guarded(batch)
 
     def _flush_guarded(self, batch: list[Fetched]) -> None:
         # Indexes into `batch`: whose descriptor is closed (never close a number twice: it may
