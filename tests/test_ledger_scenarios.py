@@ -236,7 +236,7 @@ def test_two_keys_that_resolve_to_one_file(
     for key, data in objects.items():
         (uploads.put_multipart if key.startswith("multi") else uploads.put)(key, data)
 
-    runs = [drain_cli(base_dir, s3_url, "--workers", "1"), drain_cli(base_dir, s3_url)]
+    runs = [drain_cli(base_dir, s3_url), drain_cli(base_dir, s3_url)]
 
     for run in runs:
         uploads.check(base_dir, run)
