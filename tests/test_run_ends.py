@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from s3drain.drain import dispatch, progress, worker
+from s3drain.drain import progress, source, worker
 from s3drain.drain.deleter import Deleter
 from s3drain.output import SafeStream
 from s3drain.s3.client import S3Client
@@ -273,14 +273,10 @@ def test_a_three_second_outage_is_ridden_out(tmp_path: Path, s3_url: str, s3: S3
 # -- the watchdog: a stop that cannot finish still ends the run --------------------------------
 
 
-def test_a_stop_that_cannot_finish_ends_the_run_within_the_grace(
-    tmp_path: Path, s3_url: str, s3: S3Client
-) -> None:
-    """SIGINT while every GET is stalled (read timeout 60 s): the watchdog ends the run 30 s
-    after the stop, exit 130, one line; the next run finishes."""
-    objects = objects_of(20)
-    fill(s3, objects)
-    base = tmp_path / "base"
+def _stop_while_gets_stall(
+    base: Path, s3_url: str, objects: Mapping[str, bytes]
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """SIGINT once two GETs are stalled (the proxy holds them 300 s; the read timeout is 60 s)."""
     with FaultProxy(
         s3_url,
         fault_rate=1.0,
@@ -304,12 +300,40 @@ def test_a_stop_that_cannot_finish_ends_the_run_within_the_grace(
         stopped = time.monotonic()
         out, err = run.communicate(timeout=120)
         seconds = time.monotonic() - stopped
+    return subprocess.CompletedProcess(run.args, run.returncode, out, err), seconds
 
-    _measured("a stop with every GET stalled: exit after", seconds)
-    assert run.returncode == 130, err
+
+def test_a_stop_cuts_stalled_small_gets_at_once(tmp_path: Path, s3_url: str, s3: S3Client) -> None:
+    """Small objects are fetched in fetch processes, which cut a GET still waiting for its
+    answer when the run stops: exit 130 at once, not at the read timeout or the watchdog."""
+    objects = objects_of(20)
+    fill(s3, objects)
+    base = tmp_path / "base"
+    run, seconds = _stop_while_gets_stall(base, s3_url, objects)
+    _measured("a stop with every small GET stalled: exit after", seconds)
+    assert run.returncode == 130, run.stderr
+    assert seconds < 10.0
+    assert_no_traceback(run.stdout, run.stderr)
+    assert assert_nothing_lost(base, s3, objects)
+    again = run_cli(drain_args(base), cli_env(s3_url))
+    assert_finished(base, s3, objects, again)
+
+
+def test_a_stop_that_cannot_finish_ends_the_run_within_the_grace(
+    tmp_path: Path, s3_url: str, s3: S3Client
+) -> None:
+    """SIGINT while the GETs of two large objects (streamed by the run's own threads through
+    botocore, which nothing can cut) are stalled: the watchdog ends the run 30 s after the
+    stop, exit 130, one line; the next run finishes."""
+    objects = {f"{PREFIX}big{i}.bin": os.urandom(17 * 1024 * 1024) for i in range(2)}
+    fill(s3, objects)
+    base = tmp_path / "base"
+    run, seconds = _stop_while_gets_stall(base, s3_url, objects)
+    _measured("a stop with every large GET stalled: exit after", seconds)
+    assert run.returncode == 130, run.stderr
     assert 25.0 <= seconds <= 45.0
-    assert "did not end within 30 s" in err
-    assert_no_traceback(out, err)
+    assert "did not end within 30 s" in run.stderr
+    assert_no_traceback(run.stdout, run.stderr)
     assert assert_nothing_lost(base, s3, objects)
 
     again = run_cli(drain_args(base), cli_env(s3_url))
@@ -374,7 +398,7 @@ def inject_bug(where: str) -> None:
                     raise bug("the listing")
                 yield page
 
-        setattr(dispatch, "list_pages", pages)  # noqa: B010
+        setattr(source, "list_pages", pages)  # noqa: B010
     else:
         raise ValueError(where)
 

@@ -187,6 +187,15 @@ def add_drain_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         "loses the overwrite check, and says so",
     )
 
+    drain.add_argument(
+        "--processes",
+        metavar="N",
+        help="fetch processes for objects below --multipart-threshold (default auto: one per "
+        "usable core, none on one core; 0 fetches in the run's own process). Each takes a "
+        "share of --workers; listing, the ledger, links and deletes stay in the run's process "
+        "(S3DRAIN_PROCESSES)",
+    )
+
     speed = drain.add_argument_group("large objects")
     speed.add_argument(
         "--multipart-threshold",

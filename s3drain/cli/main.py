@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, cast
 
-from s3drain.cli.history import history_command
 from s3drain.cli.parser import parse
 from s3drain.config.sources import DEFAULT_ENV_FILE, Sources
 from s3drain.drain.metrics import previous_success, prometheus_text, write_atomically
@@ -22,12 +21,10 @@ from s3drain.drain.settings import DrainSettings, load_drain_settings
 from s3drain.drain.summary import RunInfo, Totals, render_summary, result_line, summary_json
 from s3drain.drain.watchdog import STOP_GRACE_SECONDS
 from s3drain.errors import ConfigError, ExitCode, S3DrainError
-from s3drain.ingest.plan import today_utc
-from s3drain.ingest.run import IngestResult, run_ingest
-from s3drain.ingest.settings import IngestSettings, load_ingest_settings
-from s3drain.ingest.summary import render_summary as render_ingest_summary
-from s3drain.ingest.summary import summary_json as ingest_summary_json
 from s3drain.output import SafeStream, dumps_json, mask
+
+if TYPE_CHECKING:
+    from s3drain.ingest.settings import IngestSettings
 
 
 def _error(err: TextIO, error: S3DrainError, secrets: Sequence[str] = ()) -> None:
@@ -73,9 +70,15 @@ def main(
     env_file = Path(args.env_file) if args.env_file else DEFAULT_ENV_FILE
     try:
         sources = Sources(flags, os.environ, env_file, env_file_explicit=bool(args.env_file))
+        # Each command imports its own half: a drain (the command cron runs most) does not
+        # pay for the other two at start-up.
         if args.command == "history":
+            from s3drain.cli.history import history_command  # noqa: PLC0415
+
             return history_command(sources, args.key, out)
         if args.command == "ingest":
+            from s3drain.ingest.settings import load_ingest_settings  # noqa: PLC0415
+
             ingest_settings = load_ingest_settings(sources, args.paths)
         else:
             settings = load_drain_settings(sources)
@@ -153,6 +156,11 @@ def _write_metrics(settings: DrainSettings, totals: Totals, info: RunInfo, err: 
 def run_ingest_command(
     settings: IngestSettings, *, out: TextIO, err: TextIO, stop: threading.Event | None = None
 ) -> int:
+    from s3drain.ingest.plan import today_utc  # noqa: PLC0415 - see main()
+    from s3drain.ingest.run import IngestResult, run_ingest  # noqa: PLC0415
+    from s3drain.ingest.summary import render_summary as render_ingest_summary  # noqa: PLC0415
+    from s3drain.ingest.summary import summary_json as ingest_summary_json  # noqa: PLC0415
+
     secrets = settings.s3.secrets()
     try:
         result = run_ingest(settings, out=out, err=err, stop=stop)

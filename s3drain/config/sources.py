@@ -33,6 +33,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "match": ("S3DRAIN_MATCH",),
     "ledger_retention": ("S3DRAIN_LEDGER_RETENTION",),
     "workers": ("S3DRAIN_WORKERS",),
+    "processes": ("S3DRAIN_PROCESSES",),
     "delete_mode": ("S3DRAIN_DELETE_MODE",),
     "conditional_delete": ("S3DRAIN_CONDITIONAL_DELETE",),
     "require_exact_delete": ("S3DRAIN_REQUIRE_EXACT_DELETE",),

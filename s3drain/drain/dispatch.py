@@ -1,32 +1,33 @@
-"""The main thread's loop: listing pages in, selected objects out to the worker pool, at most
-2 x workers in flight (a semaphore taken before submit, released when the object is done), so
-memory does not grow with the prefix."""
+"""The main thread's loop: listing pages in, selected objects out to the workers, at most
+2 x workers in flight (one per worker, as many again waiting in a bounded queue), so memory does
+not grow with the prefix. The workers are long-lived threads that take the next object from
+that queue: no future, callback or semaphore per object, which on small objects cost about as
+much CPU as the rest of the hand-over."""
 
 from __future__ import annotations
 
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3drain.drain.context import Context
 from s3drain.drain.select import Selection, delivered
+from s3drain.drain.source import Feed
 from s3drain.drain.worker import handle
 from s3drain.errors import AbortError, S3DrainError, describe
-from s3drain.s3.listing import list_pages, prefetch
+from s3drain.local.ledger_rows import Delivery
+from s3drain.records import ObjectRecord
 from s3drain.s3.preflight import explain
 
 
-def dispatch(ctx: Context) -> str | None:
+def dispatch(ctx: Context, feed: Feed) -> str | None:
     settings, reporter, state = ctx.settings, ctx.reporter, ctx.state
     selection = Selection(settings)
-    in_flight = threading.BoundedSemaphore(2 * settings.workers)
     pages_seen = 0
     stopped_early: str | None = None
-    pages = prefetch(
-        list_pages(ctx.client, settings.bucket, settings.prefix, ctx.retry), state.stop
-    )
-    with ThreadPoolExecutor(settings.workers, thread_name_prefix="s3drain-worker") as pool:
+    pages = feed.pages(ctx.client, ctx.retry, state.stop)
+    with _Workers(ctx, settings.workers) as workers:
         try:
             for page in pages:
                 pages_seen += 1
@@ -39,21 +40,20 @@ def dispatch(ctx: Context) -> str | None:
                     why = selection.filtered(record)
                     if why is not None:
                         reporter.filtered(record, why)
+                        if feed.passed_over is not None:
+                            feed.passed_over(record, why)
                         continue
                     stopped_early = selection.stop(record)
-                    if stopped_early or not _acquire(in_flight, state.stop):
+                    if stopped_early or not workers.put(record, rows.get(record.key, [])):
                         break
                     selection.take(record)
-                    row = delivered(record, rows.get(record.key, []))
-                    future = pool.submit(handle, ctx, record, row)
-                    future.add_done_callback(lambda _: in_flight.release())
                 if stopped_early or state.stop.is_set():
                     break
             else:
                 reporter.listing_finished()
                 selection.warn_unused_rules(reporter)
         except (ClientError, BotoCoreError) as exc:
-            operation = "ListObjectsV2"
+            operation = feed.operation
             if pages_seen == 0:
                 state.fail(
                     explain(
@@ -77,11 +77,41 @@ def dispatch(ctx: Context) -> str | None:
     return stopped_early
 
 
-def _acquire(semaphore: threading.BoundedSemaphore, stop: threading.Event) -> bool:
-    while not semaphore.acquire(timeout=0.2):
-        if stop.is_set():
-            return False
-    if stop.is_set():
-        semaphore.release()
+class _Workers:
+    """`count` threads taking objects from one bounded queue; leaving the `with` waits for
+    them to finish what they took."""
+
+    def __init__(self, ctx: Context, count: int) -> None:
+        self._ctx = ctx
+        self._queue: queue.Queue[tuple[ObjectRecord, Delivery | None] | None] = queue.Queue(count)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"s3drain-worker_{n}", daemon=True)
+            for n in range(count)
+        ]
+
+    def __enter__(self) -> _Workers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for _thread in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def put(self, record: ObjectRecord, rows: list[Delivery]) -> bool:
+        """Queue one object (waiting while the workers are full); False once the run stops."""
+        item = (record, delivered(record, rows))
+        stop = self._ctx.state.stop
+        while not stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            return True
         return False
-    return True
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            handle(self._ctx, *item)

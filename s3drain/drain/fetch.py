@@ -24,26 +24,20 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from s3drain.checksums import (
-    Crc,
-    Expected,
-    Hash,
-    full_object_checksum,
-    is_combinable,
-    md5,
-    new_hash,
-)
+from s3drain.checksums import Crc, Hash
 from s3drain.drain.fanout import StreamPolicy
 from s3drain.drain.slots import GetSlots
 from s3drain.drain.verify import (
     CHUNK,
     EMPTY_MD5,
     Interrupted,
+    Mismatch,
     ObjectChanged,
+    Plan,
     Verified,
     check_etag,
-    label,
-    md5_applies,
+    conclude,
+    plan,
 )
 from s3drain.errors import TransientError, error_code, http_status
 from s3drain.local.fs import LocalFS
@@ -90,22 +84,17 @@ class _Job:
     segments: list[_Segment] = field(default_factory=list)
     learned: threading.Event = field(default_factory=threading.Event)
     abort: threading.Event = field(default_factory=threading.Event)
-    expected: Expected | None = None
+    plan: Plan | None = None
     inline: Hash | None = None  # MD5/SHA over the first segment (bytes in order)
-    inline_name: str | None = None
     version_id: str | None = None
 
     def learn(self, response: Any) -> None:
         """The first answer: which checksum proves the object, and its version."""
         self.version_id = response.get("VersionId")
-        self.expected = full_object_checksum(response)
-        if self.expected is not None and is_combinable(self.expected.name):
-            for segment in self.segments:
-                segment.crc = Crc(self.expected.name)
-        elif self.expected is not None:
-            self.inline, self.inline_name = new_hash(self.expected.name), self.expected.name
-        elif md5_applies(self.record, response):
-            self.inline, self.inline_name = md5(), "md5"
+        self.plan = plan(self.record, response)
+        for segment in self.segments:
+            segment.crc = self.plan.new_crc()
+        self.inline = self.plan.new_inline()
         self.learned.set()
 
     def params(self, segment: _Segment, whole: bool) -> dict[str, Any]:
@@ -142,12 +131,17 @@ def fetch(f: Fetcher, record: ObjectRecord, fd: int) -> Verified:
                 f.fs.allocate(fd, record.size)
                 _coordinate(job)
     except ClientError as exc:
-        if http_status(exc) == 412 or error_code(exc) == "PreconditionFailed":
-            raise ObjectChanged("overwritten in S3 after it was listed") from None
-        if http_status(exc) == 404 or error_code(exc) == "NoSuchKey":
-            raise ObjectChanged("removed from S3 after it was listed") from None
-        raise
+        raise as_change(exc) or exc from None
     return _verify(job)
+
+
+def as_change(exc: ClientError) -> ObjectChanged | None:
+    """412 and 404 on a GET of the listed ETag: the object is not the one listed any more."""
+    if http_status(exc) == 412 or error_code(exc) == "PreconditionFailed":
+        return ObjectChanged("overwritten in S3 after it was listed")
+    if http_status(exc) == 404 or error_code(exc) == "NoSuchKey":
+        return ObjectChanged("removed from S3 after it was listed")
+    return None
 
 
 def _coordinate(job: _Job) -> None:
@@ -286,23 +280,18 @@ def _verify(job: _Job) -> Verified:
         covered = segment.end
     if covered != record.size:
         raise TransientError(f"received {covered} bytes, the listing said {record.size}")
-    expected = job.expected
-    if expected is not None and segments[0].crc is not None:
-        total = segments[0].crc
+    assert job.plan is not None
+    total = segments[0].crc
+    if total is not None:  # a CRC per segment, combined
         for segment in segments[1:]:
             assert segment.crc is not None
             total = total.then(segment.crc)
-        if total.b64() != expected.value:
-            raise TransientError(f"{expected.name} {total.b64()} does not match S3's {expected}")
-        return Verified(expected.name, str(expected), job.version_id)
-    if job.inline is not None and job.inline_name is not None:
+    if job.inline is not None:
         _follow_rest(job, segments[0].end)
-        value = job.inline.hexdigest() if job.inline_name == "md5" else job.inline.b64()
-        wanted = record.etag if job.inline_name == "md5" else expected.value if expected else ""
-        if value != wanted:
-            raise TransientError(f"{job.inline_name} {value} does not match {wanted}")
-        return Verified(job.inline_name, f"{job.inline_name}:{value}", job.version_id)
-    return Verified(label(record), None, job.version_id)
+    try:
+        return conclude(job.plan, record, total, job.inline, job.version_id)
+    except Mismatch as exc:
+        raise TransientError(str(exc)) from None
 
 
 def _follow_rest(job: _Job, start: int) -> None:

@@ -13,13 +13,16 @@ from s3drain.drain.deleter import DeletePolicy, Deleter
 from s3drain.drain.dispatch import dispatch
 from s3drain.drain.fanout import FanOut, StreamPolicy
 from s3drain.drain.fetch import Fetcher
+from s3drain.drain.fetch_pool import FetchPool, InlinePool
 from s3drain.drain.guard import GuardChoice, choose_guard, probed
 from s3drain.drain.linker import Linker
+from s3drain.drain.process_pool import ProcessPool
 from s3drain.drain.recovery import recover
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.select import guard_deletes
-from s3drain.drain.settings import DrainSettings
+from s3drain.drain.settings import DrainSettings, fetch_processes
 from s3drain.drain.slots import GetSlots
+from s3drain.drain.source import Feed, listing
 from s3drain.drain.transfer import Transfer, sweep_temp_files
 from s3drain.errors import AbortError, describe
 from s3drain.local.fs import LocalFS
@@ -27,8 +30,10 @@ from s3drain.local.ledger import Ledger
 from s3drain.local.paths import Layout
 from s3drain.records import Outcome
 from s3drain.s3.breaker import Breaker
-from s3drain.s3.client import S3Client
+from s3drain.s3.client import RequestCounter, S3Client
+from s3drain.s3.direct_target import direct_target
 from s3drain.s3.retry import RetryPolicy
+from s3drain.units import format_size
 
 
 def _guard(
@@ -92,7 +97,11 @@ def run_pipeline(
     versioned: bool,
     ledger: Ledger | None,
     streams: StreamPolicy | None = None,
+    counter: RequestCounter | None = None,
+    feed: Feed | None = None,
 ) -> str | None:
+    """Runs the stages; with a `counter` (the run made its own client), small objects are
+    fetched by direct GETs, in fetch processes where more than one core is usable."""
     # Shared by every request of the run: a dead endpoint stops the run (exit 5), a blip does not.
     breaker = Breaker(on_trip=lambda message: state.fail(AbortError(message)))
     retry = RetryPolicy(
@@ -156,7 +165,10 @@ def run_pipeline(
         slots=GetSlots(2 * settings.workers),
         streams=streams or FanOut(min(settings.max_streams, settings.workers)),
     )
-    transfer = Transfer(fetcher, fs)
+    pool = None
+    if counter is not None and not settings.dry_run:
+        pool = _fetch_pool(settings, client, counter, state, reporter)
+    transfer = Transfer(fetcher, fs, pool, reporter.warn)
     deleter = linker = None
     if not settings.dry_run:
         assert ledger is not None
@@ -210,7 +222,7 @@ def run_pipeline(
         versioned,
     )
     try:
-        return dispatch(ctx)
+        return dispatch(ctx, feed or listing(settings.bucket, settings.prefix))
     finally:
         # In the order objects flow: the workers are done (dispatch waits for them), the
         # linker places what they fetched, the deleter settles what it placed.
@@ -219,3 +231,46 @@ def run_pipeline(
         if deleter is not None:
             deleter.close()
         part_pool.shutdown()
+        if pool is not None:
+            pool.close()
+
+
+def _fetch_pool(
+    settings: DrainSettings,
+    client: S3Client,
+    counter: RequestCounter,
+    state: RunState,
+    reporter: Reporter,
+) -> FetchPool | None:
+    """Direct GETs where botocore's own request for this bucket can be reproduced exactly
+    (`direct_target.py`); otherwise every GET stays with botocore."""
+    target = direct_target(client, settings.bucket, settings.s3)
+    if target is None:
+        reporter.debug("direct GETs: not for this endpoint; every GET goes through botocore")
+        return None
+
+    def count(requests: int) -> None:
+        counter.add("GetObject", requests)
+
+    processes = fetch_processes(settings)
+    size = format_size(settings.multipart_threshold)
+    where = f"{processes} fetch processes" if processes else "this process"
+    reporter.debug(f"objects below {size}: direct GETs in {where}")
+    if processes == 0:
+        return InlinePool(
+            target.endpoint,
+            credentials=target.credentials,
+            count=count,
+            stop=state.stop,
+            endpoint_url=target.url,
+        )
+    return ProcessPool(
+        target.endpoint,
+        processes=processes,
+        threads=-(-settings.workers // processes),
+        credentials=target.credentials,
+        count=count,
+        stop=state.stop,
+        endpoint_url=target.url,
+        warn=reporter.warn,
+    )

@@ -38,8 +38,10 @@ class Reporter:
         dry_run_lines_to: TextIO | None = None,
         expected_objects: int | None = None,
         crashed: Callable[[BaseException, str], None] | None = None,
+        settled: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._audit = audit
+        self._settled = settled  # told each object's one outcome, after it is recorded
         self._verbosity = verbosity
         self._dry_run = dry_run
         self._out = out
@@ -116,6 +118,8 @@ class Reporter:
                     self._audit_failed = True
                     raise
             self._show(outcome)
+        if self._settled is not None:
+            self._settled(outcome)
 
     def room_to_record(self, outcomes: Sequence[Outcome]) -> bool:
         """Before a delete batch is sent: can the audit log take the batch's lines? (A delete
@@ -165,6 +169,12 @@ class Reporter:
     def warn(self, message: str) -> None:
         with self._lock:
             self._line(self._err, f"s3drain: warning: {message}")
+
+    def debug(self, message: str) -> None:
+        """At -vv only: how the run works here (which GET path, ...)."""
+        if self._verbosity >= 2:
+            with self._lock:
+                self._line(self._err, f"s3drain: {message}")
 
     def info(self, message: str) -> None:
         if self._verbosity >= 0:

@@ -26,6 +26,7 @@ from s3drain.drain.pipeline import run_pipeline
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.select import guard_error
 from s3drain.drain.settings import DrainSettings
+from s3drain.drain.source import Feed
 from s3drain.drain.summary import RunInfo, Totals
 from s3drain.drain.watchdog import Watchdog
 from s3drain.errors import AbortError, ExitCode, S3DrainError, describe
@@ -64,13 +65,15 @@ def run_drain(
     stop: threading.Event | None = None,
     on_overrun: Callable[[ExitCode], None] | None = None,
     streams: StreamPolicy | None = None,
+    feed: Feed | None = None,
 ) -> DrainResult:
     """One whole run, always ending in a DrainResult. An error found before anything changed
     (bucket, credentials, local folders, the lock, the ledger, --max-delete) comes back with
     `started=False`; later failures end the run with its summary and their exit code.
 
     `on_overrun` is called, with the exit code the run would have had, when a run told to stop
-    has not ended within STOP_GRACE_SECONDS (the command line exits there and then)."""
+    has not ended within STOP_GRACE_SECONDS (the command line exits there and then). `feed`
+    replaces the listing as the source of objects (`s3drain watch`)."""
     # The command line wraps its streams already; a caller of the Python API may hand over
     # sys.stderr itself, and a closed pipe there must not end or falsify the run either.
     out = _safe(out)
@@ -82,7 +85,15 @@ def run_drain(
         watchdog.start()
     try:
         return _run_drain(
-            settings, state, out=out, err=err, client=client, fs=fs, sleep=sleep, streams=streams
+            settings,
+            state,
+            out=out,
+            err=err,
+            client=client,
+            fs=fs,
+            sleep=sleep,
+            streams=streams,
+            feed=feed,
         )
     finally:
         if watchdog is not None:
@@ -107,8 +118,12 @@ def _run_drain(
     fs: LocalFS | None,
     sleep: Callable[[float], None] | None,
     streams: StreamPolicy | None,
+    feed: Feed | None,
 ) -> DrainResult:
     counter = RequestCounter()
+    # Direct GETs (and fetch processes) only with the run's own client and file system: a
+    # caller's (a test's mock, a fault-injecting seam) would not see requests sent around them.
+    direct = client is None and fs is None
     if client is None:
         client = make_client(settings.s3, counter)
     else:
@@ -128,7 +143,7 @@ def _run_drain(
         if not settings.dry_run:
             prepare_local([settings.state_dir, settings.raw_dir, settings.processed_dir])
         with _locked(settings), _ledger(settings, run_id) as ledger:
-            reporter = _reporter(settings, state, out, err, run_id)
+            reporter = _reporter(settings, state, out, err, run_id, feed=feed)
             try:
                 if warning:
                     reporter.warn(warning)
@@ -142,6 +157,8 @@ def _run_drain(
                     versioned=versioned,
                     ledger=ledger,
                     streams=streams,
+                    counter=counter if direct else None,
+                    feed=feed,
                 )
             finally:
                 reporter.close()
@@ -199,9 +216,16 @@ def _close_run(
 
 
 def _reporter(
-    settings: DrainSettings, state: RunState, out: TextIO, err: TextIO, run_id: str
+    settings: DrainSettings,
+    state: RunState,
+    out: TextIO,
+    err: TextIO,
+    run_id: str,
+    *,
+    feed: Feed | None,
 ) -> Reporter:
     return Reporter(
+        settled=feed.settled if feed is not None else None,
         audit=None if settings.dry_run else AuditLog(settings.audit_log, run_id, settings.bucket),
         verbosity=settings.verbosity,
         progress=settings.progress,

@@ -41,6 +41,7 @@ class DrainSettings:
     audit_log: Path
     match: MatchMode | None = None  # no longer used: content always decides (warned about)
     workers: int = 16
+    processes: int | None = None  # fetch processes for small objects; None: one per usable core
     delete_mode: DeleteMode = "auto"  # auto: the exact form the server was probed to honour
     require_exact_delete: bool = False
     probe: bool = False  # probe the server again, ignoring a cached answer
@@ -103,6 +104,7 @@ def load_drain_settings(sources: Sources) -> DrainSettings:
         match=cast(MatchMode | None, optional(sources, "match", choice("size", "checksum"), None)),
         ledger_retention=optional(sources, "ledger_retention", positive_duration, 90 * DAY),
         workers=workers,
+        processes=optional(sources, "processes", processes_setting, None),
         delete_mode=cast(
             DeleteMode, optional(sources, "delete_mode", choice("auto", "batch", "single"), "auto")
         ),
@@ -168,3 +170,29 @@ def _check_folders(raw_dir: Path, processed_dir: Path, state_dir: Path) -> None:
                     f"the {name_a} {path_a} contains the {name_b} {path_b}: "
                     "give them separate folders (the defaults are <base>/raw and <base>/processed)"
                 )
+
+
+def processes_setting(text: str) -> int | None:
+    """`auto` (one per usable core) or 0..64 (0: fetch in the run's own process)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int_in(0, 64, "processes")(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or auto)") from None
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def fetch_processes(settings: DrainSettings) -> int:
+    """How many fetch processes this run starts: --processes, else one per usable core (none
+    on a single core, where another process only adds the hand-over)."""
+    if settings.processes is not None:
+        return settings.processes
+    cores = usable_cores()
+    return 0 if cores < 2 else min(cores, 8)

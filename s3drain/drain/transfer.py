@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, replace
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
-from s3drain.drain.fetch import Fetcher, fetch
+from botocore.exceptions import ClientError
+
+from s3drain.drain.direct_fetch import PathBlocked, TempBusy
+from s3drain.drain.fetch import Fetcher, as_change, fetch
+from s3drain.drain.fetch_pool import FetchPool
 from s3drain.drain.linker import Fetched
+from s3drain.drain.verify import Verified
+from s3drain.errors import describe, error_code, http_status
 from s3drain.local.fs import LocalFS
 from s3drain.local.paths import is_temp_name, temp_name_for
-from s3drain.records import ObjectRecord
-
-
-class PathBlocked(Exception):
-    """A file sits where a folder of the target path must be (`a` beside `a/b`)."""
-
-
-class TempBusy(Exception):
-    """Another run holds this object's temp file: it is downloading the same version."""
+from s3drain.records import FileId, ObjectRecord
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,24 @@ class Transfer:
 
     fetcher: Fetcher
     fs: LocalFS
+    pool: FetchPool | None = None  # direct GETs for objects below the multipart threshold
+    warn: Callable[[str], None] = lambda _: None
+    # Set when S3 answered a direct GET in a way botocore would have handled differently (a
+    # redirect to the bucket's region, a signature it did not accept): botocore from then on.
+    direct_off: threading.Event = field(default_factory=threading.Event)
+
+
+# Answers botocore turns into a retry elsewhere (the bucket's own region) or that say the direct
+# request was not the one botocore would have sent.
+BOTOCORE_WOULD_HANDLE = frozenset(
+    {
+        "PermanentRedirect",
+        "TemporaryRedirect",
+        "AuthorizationHeaderMalformed",
+        "IllegalLocationConstraintException",
+        "SignatureDoesNotMatch",
+    }
+)
 
 
 class LocalDiffers(Exception):
@@ -62,33 +80,72 @@ def download(
     the object (Matched; the temp file goes); a different one at `target` is a conflict
     (LocalDiffers). Otherwise the temp file, still open and locked, goes to the linker
     (`linker.py`), which records it in the ledger and then gives it its real name."""
-    parent = os.path.dirname(target)
-    try:
-        t.fs.makedirs(parent)
-    except (NotADirectoryError, FileExistsError) as exc:
-        raise PathBlocked(f"a file is in the way of the folder {exc.filename or parent}") from None
     temp = temp_name_for(target, record.key, record.etag)
-    try:
-        fd = t.fs.create_temp(temp)
-    except BlockingIOError:
-        raise TempBusy("another s3drain run is downloading this object right now") from None
+    small = record.size < t.fetcher.multipart_threshold
+    got = None
+    if t.pool is not None and small and not t.direct_off.is_set():
+        got = _fetch_direct(t, t.pool, record, temp)
+    fd, verified, file = got or _fetch_here(t, record, target, temp)
     handed_over = False
     try:
-        verified = fetch(t.fetcher, record, fd)
-        t.fs.fsync(fd)
         for path in compare_with:
             if t.fs.same_bytes(fd, path):
                 return Matched(path, f"bytes ({verified.label})", verified.version_id)
         if target in compare_with:
             raise LocalDiffers(target)
-        got = replace(record, version_id=verified.version_id or record.version_id)
-        fetched = Fetched(got, fd, temp, target, t.fs.file_id(fd), verified)
+        fetched = Fetched(
+            replace(record, version_id=verified.version_id or record.version_id),
+            fd,
+            temp,
+            target,
+            file,
+            verified,
+        )
         handed_over = True
         return fetched
     finally:
         if not handed_over:
             _remove_quietly(t.fs, temp)
             t.fs.close(fd)  # only now is the lock gone: no sweep ever takes a file being written
+
+
+def _fetch_direct(
+    t: Transfer, pool: FetchPool, record: ObjectRecord, temp: str
+) -> tuple[int, Verified, FileId] | None:
+    """A small object by a direct GET (`fetch_pool.py`), each attempt under the retry policy;
+    the folder and the temp file are made where the GET runs. None: botocore must fetch it."""
+    try:
+        done, fd = t.fetcher.retry.run(f"GetObject {record.key}", lambda: pool.fetch(record, temp))
+    except ClientError as exc:
+        if http_status(exc) in (301, 307) or error_code(exc) in BOTOCORE_WOULD_HANDLE:
+            if not t.direct_off.is_set():
+                t.direct_off.set()
+                t.warn(f"direct GETs stopped ({describe(exc)}); botocore sends them from now on")
+            return None
+        raise as_change(exc) or exc from None
+    return fd, done.verified, done.file
+
+
+def _fetch_here(
+    t: Transfer, record: ObjectRecord, target: str, temp: str
+) -> tuple[int, Verified, FileId]:
+    parent = os.path.dirname(target)
+    try:
+        t.fs.makedirs(parent)
+    except (NotADirectoryError, FileExistsError) as exc:
+        raise PathBlocked(f"a file is in the way of the folder {exc.filename or parent}") from None
+    try:
+        fd = t.fs.create_temp(temp)
+    except BlockingIOError:
+        raise TempBusy("another s3drain run is downloading this object right now") from None
+    try:
+        verified = fetch(t.fetcher, record, fd)
+        t.fs.fsync(fd)
+        return fd, verified, t.fs.file_id(fd)
+    except BaseException:
+        _remove_quietly(t.fs, temp)
+        t.fs.close(fd)
+        raise
 
 
 def _remove_quietly(fs: LocalFS, path: str) -> None:

@@ -1,5 +1,8 @@
 """What a download's answers must say, and how it was proven: the ETag check, the MD5 rule for
-single-part ETags, and the labels the audit log shows."""
+single-part ETags, the plan the first answer sets (which checksum proves the bytes), the final
+comparison, and the labels the audit log shows.
+
+Light on imports: the fetch processes use it too."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from s3drain.checksums import Crc, Expected, Hash, full_object_checksum, is_combinable, new_hash
 from s3drain.records import ObjectRecord
 
 # 512 KiB reads: as cheap in CPU as 1 MiB (measured), while 32 threads streaming at once keep
@@ -55,3 +59,54 @@ def label(record: ObjectRecord) -> str:
     if record.etag_is_md5:
         return "size (SSE-KMS or SSE-C: the ETag is not an MD5)"
     return "size"
+
+
+class Mismatch(Exception):
+    """The bytes received are not the object's: a checksum or the length disagrees."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a download's bytes will be proven, set by its first answer: S3's full-object checksum
+    where the object has one (a CRC is computed per segment and combined; an MD5 or SHA follows
+    the bytes in order), else the MD5 of a single-part ETag, else only the byte count."""
+
+    expected: Expected | None
+    crc: str | None  # a combinable CRC's name
+    inline: str | None  # "md5" or a SHA's name: hashed over the bytes in order
+
+    def new_crc(self) -> Crc | None:
+        return Crc(self.crc) if self.crc is not None else None
+
+    def new_inline(self) -> Hash | None:
+        return new_hash(self.inline) if self.inline is not None else None
+
+
+def plan(record: ObjectRecord, fields: Mapping[str, Any]) -> Plan:
+    expected = full_object_checksum(fields)
+    if expected is not None and is_combinable(expected.name):
+        return Plan(expected, expected.name, None)
+    if expected is not None:
+        return Plan(expected, None, expected.name)
+    if md5_applies(record, fields):
+        return Plan(None, None, "md5")
+    return Plan(None, None, None)
+
+
+def conclude(
+    p: Plan, record: ObjectRecord, crc: Crc | None, inline: Hash | None, version_id: str | None
+) -> Verified:
+    """The whole object's CRC (combined) or in-order hash against what S3 said; raises
+    Mismatch."""
+    if p.expected is not None and crc is not None:
+        if crc.b64() != p.expected.value:
+            raise Mismatch(f"{p.expected.name} {crc.b64()} does not match S3's {p.expected}")
+        return Verified(p.expected.name, str(p.expected), version_id)
+    if p.inline is not None and inline is not None:
+        md5 = p.inline == "md5"
+        value = inline.hexdigest() if md5 else inline.b64()
+        wanted = record.etag if md5 else p.expected.value if p.expected else ""
+        if value != wanted:
+            raise Mismatch(f"{p.inline} {value} does not match {wanted}")
+        return Verified(p.inline, f"{p.inline}:{value}", version_id)
+    return Verified(label(record), None, version_id)

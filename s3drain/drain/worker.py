@@ -13,14 +13,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from s3drain.drain.context import Context
 from s3drain.drain.decide import Action, Decision, decide
+from s3drain.drain.direct_fetch import PathBlocked, TempBusy
 from s3drain.drain.linker import Fetched
 from s3drain.drain.proof import Content, Proof, prove
-from s3drain.drain.transfer import (
-    LocalDiffers,
-    PathBlocked,
-    TempBusy,
-    download,
-)
+from s3drain.drain.transfer import LocalDiffers, download
 from s3drain.drain.verify import Interrupted, ObjectChanged, check_etag
 from s3drain.errors import (
     AbortError,

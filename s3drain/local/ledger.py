@@ -45,6 +45,7 @@ class Ledger:
         self._conn = conn
         self.path = path
         self._base = base
+        self._base_text = str(base).rstrip("/") + "/"  # paths are absolute and normalised
         self.created = created  # this run made it (a first run, or an old install's)
         self._lock = threading.Lock()
         self._run_id: int | None = None
@@ -125,10 +126,8 @@ class Ledger:
 
     def _stored_path(self, path: str) -> str:
         """Relative to the base path when inside it, so a moved base path keeps its ledger."""
-        try:
-            return str(Path(path).relative_to(self._base))
-        except ValueError:
-            return path
+        base = self._base_text
+        return path[len(base) :] if path.startswith(base) else path
 
     def _insert(self, conn: sqlite3.Connection, new: NewDelivery, state: str) -> int:
         r, f = new.record, new.file

@@ -28,7 +28,10 @@ else:
     S3Client = BaseClient  # the typed view exists for mypy only; at run time it is botocore's
 
 
-__all__ = ["RequestCounter", "S3Client", "make_client"]
+__all__ = ["UNSENT", "RequestCounter", "S3Client", "make_client"]
+
+# Marks a request botocore built but s3drain answered itself, before anything was sent.
+UNSENT = "s3drain_unsent"
 
 
 class RequestCounter:
@@ -38,10 +41,16 @@ class RequestCounter:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
 
-    def on_send(self, event_name: str, **_: Any) -> None:
-        operation = event_name.rsplit(".", 1)[-1]
-        with self._lock:
-            self._counts[operation] += 1
+    def on_send(self, event_name: str, request: Any = None, **_: Any) -> None:
+        if request is not None and request.context.get(UNSENT):
+            return  # built to learn from, answered before it left (`direct_target.py`)
+        self.add(event_name.rsplit(".", 1)[-1])
+
+    def add(self, operation: str, count: int = 1) -> None:
+        """Requests sent outside botocore (`direct.py`) are counted here too."""
+        if count:
+            with self._lock:
+                self._counts[operation] += count
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

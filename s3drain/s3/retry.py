@@ -118,7 +118,6 @@ class RetryPolicy:
         return self.breaker is not None and self.breaker.tripped is not None
 
     def run(self, what: str, step: Callable[[], T]) -> T:
-        stop = stop_after_attempt(self.max_attempts) | _StopWhen(self._stopped)
         breaker = self.breaker
         last_error: list[BaseException] = []
 
@@ -141,6 +140,22 @@ class RetryPolicy:
                 breaker.answered()
             return result
 
+        # The first attempt runs without tenacity's machinery, which costs more CPU than a
+        # small object's GET; only a retryable failure builds the policy, and tenacity then
+        # sees that failure as its own first attempt.
+        try:
+            return attempt()
+        except BaseException as exc:
+            if not is_retryable(exc) or self.max_attempts <= 1:
+                raise
+            first = [exc]
+
+        def replay_then_attempt() -> T:
+            if first:
+                raise first.pop()
+            return attempt()
+
+        stop = stop_after_attempt(self.max_attempts) | _StopWhen(self._stopped)
         retrying = Retrying(
             stop=stop,
             wait=self._wait,
@@ -149,7 +164,7 @@ class RetryPolicy:
             before_sleep=self._before_sleep(what),
             reraise=True,
         )
-        return retrying(attempt)
+        return retrying(replay_then_attempt)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None

@@ -33,8 +33,8 @@ from typing import Any
 
 from botocore.exceptions import EndpointConnectionError
 
-import s3drain.drain.dispatch
 import s3drain.drain.fetch
+import s3drain.drain.source
 from s3drain.drain.deleter import Deleter
 from s3drain.local.audit import AuditLog
 from s3drain.local.fs import LocalFS
@@ -278,7 +278,7 @@ def seams_installed() -> Iterator[None]:
             s3drain.drain.fetch, "_stream", _wrap_plain("fetch.stream", s3drain.drain.fetch._stream)
         )
         swap(
-            s3drain.drain.dispatch,
+            s3drain.drain.source,
             "list_pages",
             functools.partial(list_pages, page_size=PAGE_SIZE),
         )
