@@ -82,6 +82,12 @@ def events_url(request: pytest.FixtureRequest) -> str:
     return server.url
 
 
+@pytest.fixture
+def events_localstack_url(localstack_events_server: LocalStackServer) -> str:
+    localstack_events_server.reset()
+    return localstack_events_server.url
+
+
 _SERVER_FIXTURES = {
     "moto": "moto_server",
     "moto-aws-like": "aws_like_moto_server",

@@ -96,6 +96,7 @@ def running_inbox(
     notes: Notes | None = None,
     heartbeat_every: float | None = None,
     retry: RetryPolicy | None = None,
+    client_hook: Callable[[Any], None] | None = None,
     **settings: Any,
 ) -> Iterator[Inbox]:
     """An inbox on `queue_url` with short polls (1 s), started, and closed afterwards."""
@@ -103,6 +104,8 @@ def running_inbox(
     values |= settings
     sqs_settings = SqsSettings(endpoint_url=sqs_url or url, queue_url=queue_url, **values)
     client = make_sqs_client(s3_settings(url), sqs_settings)
+    if client_hook is not None:
+        client_hook(client)
     breaker = Breaker(breaker_window)
     inbox = Inbox(
         client,
@@ -142,3 +145,22 @@ def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "") -
 
 def sqs_client(url: str) -> Any:
     return service_client("sqs", url)
+
+
+class _Status:
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+        self.headers: dict[str, str] = {}
+
+
+def deny(client: Any, service: str, operation: str, code: str = "AccessDenied") -> None:
+    """Make `client` answer `operation` with a 403 `code`, as AWS does where a permission is
+    missing: the request never leaves (botocore's before-call may answer it)."""
+
+    def refuse(**_: Any) -> tuple[_Status, dict[str, Any]]:
+        return _Status(403), {
+            "Error": {"Code": code, "Message": f"not authorized to perform {operation}"},
+            "ResponseMetadata": {"HTTPStatusCode": 403},
+        }
+
+    client.meta.events.register(f"before-call.{service}.{operation}", refuse)
