@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO, cast
 
+from s3drain.cli.events import events_setup_command
 from s3drain.cli.history import history_command
 from s3drain.cli.parser import parse
 from s3drain.config.sources import DEFAULT_ENV_FILE, Sources
@@ -68,13 +69,17 @@ def main(
     err = cast(TextIO, SafeStream(err or sys.stderr))
     args = parse(list(sys.argv[1:] if argv is None else argv))
     flags = {
-        k: v for k, v in vars(args).items() if k not in ("command", "env_file", "paths", "key")
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "events_command", "env_file", "paths", "key")
     }
     env_file = Path(args.env_file) if args.env_file else DEFAULT_ENV_FILE
     try:
         sources = Sources(flags, os.environ, env_file, env_file_explicit=bool(args.env_file))
         if args.command == "history":
             return history_command(sources, args.key, out)
+        if args.command == "events":
+            return events_setup_command(sources, out, err)
         if args.command == "ingest":
             ingest_settings = load_ingest_settings(sources, args.paths)
         else:

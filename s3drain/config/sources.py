@@ -67,6 +67,8 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "sqs_wait_seconds": ("S3DRAIN_SQS_WAIT_SECONDS",),
     "sqs_receivers": ("S3DRAIN_SQS_RECEIVERS",),
     "sqs_visibility_timeout": ("S3DRAIN_SQS_VISIBILITY_TIMEOUT",),
+    "max_receive_count": ("S3DRAIN_MAX_RECEIVE_COUNT",),
+    "bucket_account": ("S3DRAIN_BUCKET_ACCOUNT",),
     # ingest
     "layer": ("S3DRAIN_LAYER", "LAYER"),
     "origin": ("S3DRAIN_ORIGIN", "ORIGIN"),
