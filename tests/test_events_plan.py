@@ -88,7 +88,7 @@ def ours(prefix: str = "in/") -> dict[str, Any]:
 
 
 def test_merged_notification_adds_ours_and_keeps_everything_else() -> None:
-    existing = {
+    existing: dict[str, Any] = {
         "ResponseMetadata": {"HTTPStatusCode": 200},
         "QueueConfigurations": [{"Id": "other", "QueueArn": "arn:x", "Events": ["e"]}],
         "TopicConfigurations": [{"Id": "t", "TopicArn": "arn:t", "Events": ["e"]}],

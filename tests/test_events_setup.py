@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-import s3drain.cli.events as cli_events
+from s3drain.cli import events as cli_events
 from s3drain.cli.main import main
 from s3drain.config.sources import Sources
 from s3drain.errors import AccessDeniedError, ConfigError, ExitCode
@@ -112,17 +112,16 @@ def test_setup_makes_everything_and_s3_then_delivers(events_url: str, lake: Any)
     lake.put_object(Bucket="lake", Key="in/new.csv", Body=b"x")
     lake.put_object(Bucket="lake", Key="out/other.csv", Body=b"x")
     keys: set[str] = set()
-    wait_for(
-        lambda: (
-            keys.update(
-                json.loads(m["Body"])["Records"][0]["s3"]["object"]["key"]
-                for m in peek(sqs, result.queue_url or "", 1)
-                if "Records" in m["Body"]
-            )
-            or bool(keys)
-        ),
-        what="the notification",
-    )
+
+    def arrived() -> bool:
+        keys.update(
+            json.loads(m["Body"])["Records"][0]["s3"]["object"]["key"]
+            for m in peek(sqs, result.queue_url or "", 1)
+            if "Records" in m["Body"]
+        )
+        return bool(keys)
+
+    wait_for(arrived, what="the notification")
     assert keys in ({"in/new.csv"}, {"in%2Fnew.csv"})
     sqs.close()
 
@@ -259,7 +258,8 @@ def test_a_refused_step_names_its_permission(
 
     with pytest.raises(AccessDeniedError) as raised:
         setup(s3_url, hooks=refuse)
-    assert raised.value.exit_code == ExitCode.DENIED == 6
+    assert raised.value.exit_code == ExitCode.DENIED
+    assert int(ExitCode.DENIED) == 6
     assert permission in raised.value.message
     assert (f"done before it: {done_before}" in raised.value.message) == bool(done_before)
     # Granted, a second run finishes the rest.
@@ -341,7 +341,7 @@ def test_cli_refused_step_is_one_line_and_exit_6(
     s3_url: str, s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s3.create_bucket(Bucket="lake")
-    real = cli_events.make_sqs_client
+    real = make_sqs_client
 
     def denying(*args: Any, **kwargs: Any) -> Any:
         client = real(*args, **kwargs)
