@@ -246,3 +246,33 @@ def test_oldest_age_comes_from_sent_timestamp(events_url: str, sqs: Any) -> None
         collect(inbox, 1)
         age = inbox.counters().oldest_age
         assert age is not None and 1.0 <= age < 60
+
+
+def test_a_note_callback_may_read_the_counters(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    seen: list[int] = []
+    holder: dict[str, Any] = {}
+
+    class Reader(Notes):
+        def __call__(self, note: Any) -> None:
+            seen.append(holder["inbox"].counters().bad)  # under the inbox's lock: no deadlock
+
+    with running_inbox(events_url, queue_url, notes=Reader()) as inbox:
+        holder["inbox"] = inbox
+        send(sqs, queue_url, "not json")
+        wait_for(lambda: seen == [1], what="the note")
+        assert inbox.failure is None
+
+
+def test_a_bug_in_a_receiver_surfaces_from_receive(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+
+    class Broken(Notes):
+        def __call__(self, note: Any) -> None:
+            raise RuntimeError("a bug in the note callback")
+
+    with running_inbox(events_url, queue_url, notes=Broken()) as inbox:
+        send(sqs, queue_url, "not json")
+        with pytest.raises(RuntimeError, match="a bug in the note callback"):
+            for _ in range(40):
+                inbox.receive(timeout=0.5)

@@ -72,7 +72,8 @@ class Inbox:
         self._visibility = settings.visibility_timeout
         self._heartbeat_every = heartbeat_every or max(0.2, self._visibility / 4)
         self._delete_window = delete_window
-        self._lock = threading.Lock()
+        # Re-entrant: a note's callback may ask for the counters.
+        self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
         self._tracker = Tracker()
         self._ready: queue.Queue[list[Received]] = queue.Queue()
@@ -159,6 +160,12 @@ class Inbox:
     # --- receivers
 
     def _receive_loop(self) -> None:
+        try:
+            self._receive_until_stopped()
+        except BaseException as exc:  # a bug (or a note callback's): surface it, never die mute
+            self._fail(exc)
+
+    def _receive_until_stopped(self) -> None:
         while not self._stopping.is_set():
             with self._room:
                 while len(self._tracker) >= self._settings.max_in_flight:
