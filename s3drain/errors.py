@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     LOCKED = 3  # another run holds the lock on this local base path
     DELETE_GUARD = 4  # --max-delete would be exceeded: nothing was deleted
     ABORTED = 5  # the run stopped early: S3 unreachable mid-run, disk full, audit log unwritable
+    DENIED = 6  # `events setup`: a permission is missing (the message names it)
     INTERNAL = 70  # a bug in s3drain (EX_SOFTWARE): the traceback is in a log file it names
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: in-flight objects finished or were cleaned up
 
@@ -44,6 +45,13 @@ class LockHeldError(S3DrainError):
 
 class DeleteGuardError(S3DrainError):
     exit_code = ExitCode.DELETE_GUARD
+
+
+class AccessDeniedError(S3DrainError):
+    """`events setup` was refused a step: the message names the permission it needs. The
+    steps before it stay applied; running it again once granted finishes the rest."""
+
+    exit_code = ExitCode.DENIED
 
 
 class InternalError(S3DrainError):

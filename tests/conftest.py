@@ -64,6 +64,30 @@ def localstack_server() -> Iterator[LocalStackServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def localstack_events_server() -> Iterator[LocalStackServer]:
+    """LocalStack with SQS and SNS beside S3 (SERVICES=s3,sqs,sns): its S3 delivers bucket
+    notifications to its own queues and topics."""
+    with LocalStackServer(services=("s3", "sqs", "sns")) as server:
+        yield server
+
+
+@pytest.fixture(params=["moto", "localstack"])
+def events_url(request: pytest.FixtureRequest) -> str:
+    """A server with S3, SQS and SNS on one URL, emptied for this test: moto's (session) server
+    or LocalStack with SERVICES=s3,sqs,sns. A test using it runs on both."""
+    fixture = "moto_server" if request.param == "moto" else "localstack_events_server"
+    server: MotoServer | LocalStackServer = request.getfixturevalue(fixture)
+    server.reset()
+    return server.url
+
+
+@pytest.fixture
+def events_localstack_url(localstack_events_server: LocalStackServer) -> str:
+    localstack_events_server.reset()
+    return localstack_events_server.url
+
+
 _SERVER_FIXTURES = {
     "moto": "moto_server",
     "moto-aws-like": "aws_like_moto_server",

@@ -24,10 +24,12 @@ LAYERS = {
     "local": 2,
     "drain": 3,
     "ingest": 3,
-    "api": 4,
-    "cli": 4,
-    "__init__": 5,
-    "__main__": 5,
+    "events": 3,
+    "watch": 4,  # joins events/ and drain/ (the watch loop)
+    "api": 5,
+    "cli": 5,
+    "__init__": 6,
+    "__main__": 6,
 }
 
 

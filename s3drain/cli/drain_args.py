@@ -22,6 +22,7 @@ commands:
   drain    (the default) S3 prefix -> <local-base-path>/raw/, then delete from S3
   ingest   local files -> s3://bucket/<layer>/<origin>/<format>/<spec>/YYYY/MM/DD/
   history  what happened to a key, from the ledger in <local-base-path>/.s3drain/
+  events   S3 event notifications through SQS ('events setup': queue and bucket)
 
 Run 's3drain COMMAND --help' for each command's options.
 """

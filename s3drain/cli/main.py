@@ -65,17 +65,23 @@ def main(
     err = cast(TextIO, SafeStream(err or sys.stderr))
     args = parse(list(sys.argv[1:] if argv is None else argv))
     flags = {
-        k: v for k, v in vars(args).items() if k not in ("command", "env_file", "paths", "key")
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "events_command", "env_file", "paths", "key")
     }
     env_file = Path(args.env_file) if args.env_file else DEFAULT_ENV_FILE
     try:
         sources = Sources(flags, os.environ, env_file, env_file_explicit=bool(args.env_file))
         # Each command imports its own half: a drain (the command cron runs most) does not
-        # pay for the other two at start-up.
+        # pay for the others at start-up.
         if args.command == "history":
             from s3drain.cli.history import history_command  # noqa: PLC0415
 
             return history_command(sources, args.key, out)
+        if args.command == "events":
+            from s3drain.cli.events import events_setup_command  # noqa: PLC0415
+
+            return events_setup_command(sources, out, err)
         if args.command == "ingest":
             from s3drain.ingest.settings import load_ingest_settings  # noqa: PLC0415
 

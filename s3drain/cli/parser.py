@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 
 from s3drain.cli.drain_args import DESCRIPTION, add_drain_parser
+from s3drain.cli.events_args import add_events_parser
 from s3drain.cli.history_args import add_history_parser
 from s3drain.cli.ingest_args import add_ingest_parser
 from s3drain.cli.options import Parser
 from s3drain.version import __version__
 
-COMMANDS = ("drain", "ingest", "history")
+COMMANDS = ("drain", "ingest", "history", "events")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,11 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"s3drain {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{drain,ingest,history}")
+    commands = parser.add_subparsers(dest="command", metavar="{drain,ingest,history,events}")
 
     add_drain_parser(commands)
     add_ingest_parser(commands)
     add_history_parser(commands)
+    add_events_parser(commands)
     return parser
 
 

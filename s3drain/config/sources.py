@@ -61,6 +61,15 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "max_attempts": ("S3DRAIN_MAX_ATTEMPTS",),
     "connect_timeout": ("S3DRAIN_CONNECT_TIMEOUT",),
     "read_timeout": ("S3DRAIN_READ_TIMEOUT",),
+    # SQS (events setup, the watcher)
+    "sqs_endpoint_url": ("S3DRAIN_SQS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS"),
+    "queue_url": ("S3DRAIN_QUEUE_URL",),
+    "queue_name": ("S3DRAIN_QUEUE_NAME",),
+    "sqs_wait_seconds": ("S3DRAIN_SQS_WAIT_SECONDS",),
+    "sqs_receivers": ("S3DRAIN_SQS_RECEIVERS",),
+    "sqs_visibility_timeout": ("S3DRAIN_SQS_VISIBILITY_TIMEOUT",),
+    "max_receive_count": ("S3DRAIN_MAX_RECEIVE_COUNT",),
+    "bucket_account": ("S3DRAIN_BUCKET_ACCOUNT",),
     # ingest
     "layer": ("S3DRAIN_LAYER", "LAYER"),
     "origin": ("S3DRAIN_ORIGIN", "ORIGIN"),

@@ -33,6 +33,7 @@ from tests.support.server import (
     free_port,
     log_tail,
     s3_client,
+    service_client,
     stop_process,
 )
 
@@ -61,7 +62,7 @@ _BASE_ENV = {
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
 
-def _s3_running(port: int) -> bool:
+def _running(port: int, services: tuple[str, ...]) -> bool:
     conn = http.client.HTTPConnection(HOST, port, timeout=1.0)
     try:
         conn.request("GET", "/_localstack/health")
@@ -71,13 +72,25 @@ def _s3_running(port: int) -> bool:
         return False
     finally:
         conn.close()
-    return response.status == 200 and health.get("services", {}).get("s3") == "running"
+    states = health.get("services", {})
+    return response.status == 200 and all(states.get(s) == "running" for s in services)
 
 
 class LocalStackServer:
-    """``with LocalStackServer() as server: server.url`` — LocalStack S3 on a free local port."""
+    """``with LocalStackServer() as server: server.url`` — LocalStack S3 on a free local port.
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    ``services`` adds others to S3: ``("s3", "sqs", "sns")`` for the event tests, whose S3 then
+    delivers bucket notifications to its own SQS (and SNS). EventBridge needs moto inside
+    LocalStack's venv, which the pinned install does not have.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        services: tuple[str, ...] = ("s3",),
+    ) -> None:
+        self.services = services
         self._wanted_port = port
         self._own_log = log_path is None
         self.log_path = log_path or self._new_log_file()
@@ -121,6 +134,7 @@ class LocalStackServer:
         self._root = Path(tempfile.mkdtemp(prefix="localstack-root-"))
         env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
         env |= _BASE_ENV
+        env["SERVICES"] = ",".join(self.services)
         # hypercorn binds exactly this address; LocalStack's default server binds 0.0.0.0.
         env["GATEWAY_LISTEN"] = f"{HOST}:{self.port}"
         env["FILESYSTEM_ROOT"] = str(self._root)
@@ -145,7 +159,7 @@ class LocalStackServer:
             said_ready = _READY_LINE in self.log_path.read_text(errors="replace")
         except OSError:
             return False
-        return said_ready and _s3_running(self.port)
+        return said_ready and _running(self.port, self.services)
 
     def _wait_until_up(self, give_up: bool) -> bool:
         assert self._process is not None
@@ -187,10 +201,11 @@ class LocalStackServer:
             self.log_path.unlink(missing_ok=True)
 
     def reset(self) -> None:
-        """Delete every bucket with all its versions, delete markers and uploads.
+        """Delete every bucket with all its versions, delete markers and uploads (and every
+        queue and topic, where those services run).
 
         LocalStack's community edition has no state-reset endpoint (``/_localstack/state``
-        is a Pro feature), so this goes through the S3 API.
+        is a Pro feature), so this goes through the services' APIs.
         """
         client = s3_client(self.url, retries={"total_max_attempts": 1})
         try:
@@ -198,6 +213,16 @@ class LocalStackServer:
                 _empty_and_delete(client, bucket["Name"])
         finally:
             client.close()
+        if "sqs" in self.services:
+            sqs = service_client("sqs", self.url)
+            for url in sqs.list_queues().get("QueueUrls", []):
+                sqs.delete_queue(QueueUrl=url)
+            sqs.close()
+        if "sns" in self.services:
+            sns = service_client("sns", self.url)
+            for topic in sns.list_topics().get("Topics", []):
+                sns.delete_topic(TopicArn=topic["TopicArn"])
+            sns.close()
 
     def __enter__(self) -> Self:
         return self.start()

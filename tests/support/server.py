@@ -231,6 +231,22 @@ def s3_client(url: str, **config: Any) -> S3Client:
         )
 
 
+def service_client(service: str, url: str, **config: Any) -> Any:
+    """A botocore client of another service (sqs, sns, events) at ``url``, with the same dummy
+    credentials and region as ``s3_client``: moto and LocalStack serve every service there."""
+    config.setdefault("proxies", {})
+    session = _botocore_session()
+    with _session_lock:
+        return session.create_client(
+            service,
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(**config),
+        )
+
+
 def exit_on_signal(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 

@@ -1,0 +1,376 @@
+"""The watcher's side of the queue: receivers long-polling, a heartbeat keeping held messages
+invisible, a deleter removing settled ones in batches, and a stop that hands back the rest.
+
+The watch loop calls `receive()` for batches of messages and the objects to drain, then
+`settled(ref, outcome)` once per object; the inbox deletes a message when everything it names
+is settled, lets it go (back after its visibility timeout) when one of its objects failed, and
+on `release_unfinished()` makes every message not finished visible again at once.
+
+Messages that are not S3 events are never deleted here: they are logged once per message id
+and left to the queue's redrive policy (a dead-letter queue). S3's test events are deleted.
+Records for another bucket or outside the prefix are acknowledged: see "Drain on events" in
+the README.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from s3drain.config.sqs import SqsSettings
+from s3drain.errors import S3DrainError, describe, error_code
+from s3drain.events import calls
+from s3drain.events.client import SQSClient
+from s3drain.events.messages import BadMessage, TestEvent, in_scope, parse_message
+from s3drain.events.report import InboxCounters, Note, NoteKind, Received
+from s3drain.events.tracker import Message, ObjectRef, Outcome, Tracker, Verdict
+from s3drain.s3.breaker import Breaker
+from s3drain.s3.retry import RetryPolicy, is_retryable
+
+_SEEN_BAD = 10_000  # message ids remembered so a bad message is logged once, not per receive
+_NEVER = float("inf")
+
+
+class Inbox:
+    def __init__(
+        self,
+        client: SQSClient,
+        settings: SqsSettings,
+        *,
+        bucket: str,
+        prefix: str,
+        retry: RetryPolicy,
+        breaker: Breaker,
+        on_note: Callable[[Note], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        heartbeat_every: float | None = None,
+        delete_window: float = 0.05,
+    ) -> None:
+        if settings.queue_url is None:
+            raise ValueError("the inbox needs settings.queue_url")
+        self._client = client
+        self._settings = settings
+        self._queue_url: str = settings.queue_url
+        self._bucket = bucket
+        self._prefix = prefix
+        self._breaker = breaker
+        self._stopping = threading.Event()
+        self._closed = threading.Event()
+        self._receive_retry = replace(retry, breaker=breaker, stop_event=self._stopping)
+        # Deletes and releases still go out after a stop: that is when they matter most.
+        self._settle_retry = replace(retry, breaker=breaker, stop_event=None)
+        self._on_note = on_note
+        self._clock = clock
+        self._wall = wall
+        self._visibility = settings.visibility_timeout
+        self._heartbeat_every = heartbeat_every or max(0.2, self._visibility / 4)
+        self._delete_window = delete_window
+        # Re-entrant: a note's callback may ask for the counters.
+        self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)
+        self._tracker = Tracker()
+        self._ready: queue.Queue[list[Received]] = queue.Queue()
+        self._to_delete: queue.Queue[str] = queue.Queue()
+        self._seen_bad: OrderedDict[str, None] = OrderedDict()
+        self._counts = dict.fromkeys(
+            (
+                "received",
+                "deleted",
+                "left",
+                "bad",
+                "test_events",
+                "ignored",
+                "released",
+                "visibility_lost",
+                "delete_failed",
+            ),
+            0,
+        )
+        self._failure: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+
+    # --- the loop's side
+
+    def start(self) -> None:
+        for n in range(self._settings.receivers):
+            self._spawn(f"s3drain-receiver_{n}", self._receive_loop)
+        self._spawn("s3drain-sqs-deleter", self._delete_loop)
+        self._spawn("s3drain-sqs-heartbeat", self._heartbeat_loop)
+
+    def receive(self, timeout: float | None = None) -> list[Received]:
+        """The next batch (one ReceiveMessage's worth), or [] after `timeout` seconds. Raises
+        the error that stopped the receivers (SQS unreachable for good: exit 5)."""
+        self._raise_failure()
+        try:
+            batch = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            batch = []
+        self._raise_failure()
+        return batch
+
+    def settled(self, ref: ObjectRef, outcome: Outcome) -> None:
+        with self._lock:
+            finished = self._tracker.settle(ref, outcome)
+            for message, verdict in finished:
+                self._finish(message, verdict)
+
+    def release_unfinished(self) -> int:
+        """Stop receiving, delete what is settled, and make every other held message visible
+        again at once, so another watcher takes it now rather than after its timeout."""
+        self._stopping.set()
+        self._to_delete.join()  # settled messages are deleted, not released
+        with self._lock:
+            unfinished = self._tracker.unfinished()
+        return self._release(unfinished)
+
+    def close(self, timeout: float = 25.0) -> None:
+        """`release_unfinished`, then wait up to `timeout` seconds for the receivers' last long
+        polls (what they bring is released too) and stop the threads."""
+        self.release_unfinished()
+        deadline = self._clock() + timeout
+        for thread in self._threads:
+            if thread.name.startswith("s3drain-receiver"):
+                thread.join(max(0.0, deadline - self._clock()))
+        self._to_delete.join()
+        self._closed.set()
+        for thread in self._threads:
+            if not thread.name.startswith("s3drain-receiver"):
+                thread.join(max(0.0, deadline - self._clock()))
+
+    def counters(self) -> InboxCounters:
+        with self._lock:
+            oldest = self._tracker.oldest_sent()
+            return InboxCounters(
+                **self._counts,
+                in_flight=len(self._tracker),
+                oldest_age=None if oldest is None else max(0.0, self._wall() - oldest),
+            )
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    # --- receivers
+
+    def _receive_loop(self) -> None:
+        try:
+            self._receive_until_stopped()
+        except BaseException as exc:  # a bug (or a note callback's): surface it, never die mute
+            self._fail(exc)
+
+    def _receive_until_stopped(self) -> None:
+        while not self._stopping.is_set():
+            with self._room:
+                while len(self._tracker) >= self._settings.max_in_flight:
+                    if self._stopping.is_set():
+                        return
+                    self._room.wait(0.5)
+            try:
+                messages = calls.receive(
+                    self._client,
+                    self._queue_url,
+                    wait_seconds=self._settings.wait_seconds,
+                    max_messages=self._settings.max_messages,
+                    visibility_timeout=self._visibility,
+                    retry=self._receive_retry,
+                    clock=self._clock,
+                )
+            except (ClientError, BotoCoreError, S3DrainError) as exc:
+                if self._breaker.tripped is None and self._transient(exc):
+                    continue  # its retries ran out within a blip: poll again
+                self._fail(calls.explain(exc, "ReceiveMessage", self._queue_url, self._breaker))
+                return
+            if self._stopping.is_set():
+                self._release(messages)  # arrived after the stop: hand them straight back
+                return
+            batch = [r for r in map(self._admit, messages) if r is not None]
+            if batch:
+                self._ready.put(batch)
+
+    @staticmethod
+    def _transient(exc: BaseException) -> bool:
+        return is_retryable(exc) or error_code(exc) in calls.TRANSIENT_CODES
+
+    def _admit(self, message: Message) -> Received | None:
+        parsed = parse_message(message.body)
+        with self._lock:
+            self._counts["received"] += 1
+            if isinstance(parsed, BadMessage):
+                if message.message_id not in self._seen_bad:
+                    self._seen_bad[message.message_id] = None
+                    if len(self._seen_bad) > _SEEN_BAD:
+                        self._seen_bad.popitem(last=False)
+                    self._counts["bad"] += 1
+                    self._note("bad", message.message_id, parsed.reason)
+                return None
+            visible_until = message.received_at + self._visibility
+            if isinstance(parsed, TestEvent):
+                self._counts["test_events"] += 1
+                self._note("test", message.message_id, f"s3:TestEvent for bucket {parsed.bucket}")
+                admitted = self._tracker.add(message, (), visible_until)
+                if not admitted.again:
+                    self._finish(message, "delete")
+                return None
+            to_drain = []
+            for event in parsed:
+                if not in_scope(event, self._bucket, self._prefix):
+                    self._counts["ignored"] += 1
+                    self._note(
+                        "ignored",
+                        message.message_id,
+                        f"{event.action} s3://{event.bucket}/{event.key}: not under "
+                        f"s3://{self._bucket}/{self._prefix}",
+                    )
+                elif event.action == "created":
+                    to_drain.append(event)
+            admitted = self._tracker.add(message, to_drain, visible_until)
+            if admitted.again:
+                return None
+            if admitted.verdict is not None:
+                self._finish(message, admitted.verdict)
+        return Received(message, parsed, admitted.todo)
+
+    # --- finishing a message (called with the lock held)
+
+    def _finish(self, message: Message, verdict: Verdict) -> None:
+        if verdict == "delete":
+            self._to_delete.put(message.message_id)
+            return
+        self._tracker.forget(message.message_id)
+        self._counts["left"] += 1
+        self._note("left", message.message_id, "an object it names failed: it comes back later")
+        self._room.notify_all()
+
+    # --- the deleter
+
+    def _delete_loop(self) -> None:
+        while not (self._closed.is_set() and self._to_delete.empty()):
+            try:
+                first = self._to_delete.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            ids = [first]
+            deadline = self._clock() + self._delete_window
+            while len(ids) < calls.BATCH:
+                try:
+                    ids.append(self._to_delete.get(timeout=max(0.0, deadline - self._clock())))
+                except queue.Empty:
+                    break
+            try:
+                self._delete(ids)
+            except BaseException as exc:  # a bug: surface it, never strand the waiters
+                self._fail(exc)
+            finally:
+                for _ in ids:
+                    self._to_delete.task_done()
+
+    def _delete(self, ids: list[str]) -> None:
+        with self._lock:
+            # The newest receipt handle: the message may have been received again since.
+            messages = [m for m in map(self._tracker.message, ids) if m is not None]
+        try:
+            result = calls.delete(self._client, self._queue_url, messages, self._settle_retry)
+        except (ClientError, BotoCoreError, S3DrainError) as exc:
+            failures = [
+                calls.EntryFailure(m, error_code(exc) or "", describe(exc)) for m in messages
+            ]
+            result = calls.BatchResult((), tuple(failures))
+            if self._breaker.tripped is not None or not self._transient(exc):
+                # Denied, or no queue: every later delete would fail the same way.
+                self._fail(calls.explain(exc, "DeleteMessageBatch", self._queue_url, self._breaker))
+        with self._lock:
+            for message in result.done:
+                self._tracker.forget(message.message_id)
+                self._counts["deleted"] += 1
+            for failure in result.failed:
+                # Not deleted: it comes back after its visibility timeout, and the ledger makes
+                # the second attempt a no-op.
+                self._tracker.forget(failure.message.message_id)
+                self._counts["delete_failed"] += 1
+                self._note(
+                    "delete-failed", failure.message.message_id, f"{failure.code}: {failure.detail}"
+                )
+            self._room.notify_all()
+
+    # --- the heartbeat
+
+    def _heartbeat_loop(self) -> None:
+        while not self._closed.wait(self._heartbeat_every):
+            try:
+                self.extend_due()
+            except (ClientError, BotoCoreError, S3DrainError):
+                continue  # next beat tries again; the breaker watches the endpoint
+            except BaseException as exc:
+                self._fail(exc)
+                return
+
+    def extend_due(self) -> None:
+        """One beat: extend every held message whose visibility ends within half a timeout.
+        The heartbeat thread calls it every quarter timeout; tests call it directly."""
+        now = self._clock()
+        with self._lock:
+            due = self._tracker.due(before=now + self._visibility / 2)
+        if not due:
+            return
+        result = calls.change_visibility(
+            self._client, self._queue_url, due, self._visibility, self._settle_retry
+        )
+        with self._lock:
+            for message in result.done:
+                self._tracker.extended(message.message_id, now + self._visibility)
+            for failure in result.failed:
+                # Its handle went stale: the timeout ran out and someone else holds it now.
+                # Still held, and still deleted once settled; no more beats for it.
+                self._tracker.extended(failure.message.message_id, _NEVER)
+                self._counts["visibility_lost"] += 1
+                self._note(
+                    "visibility-lost",
+                    failure.message.message_id,
+                    f"{failure.code}: {failure.detail}",
+                )
+
+    # --- helpers
+
+    def _release(self, messages: list[Message]) -> int:
+        if not messages:
+            return 0
+        try:
+            result = calls.change_visibility(
+                self._client, self._queue_url, messages, 0, self._settle_retry
+            )
+            released = len(result.done)
+        except (ClientError, BotoCoreError, S3DrainError):
+            released = 0  # they come back after their visibility timeout instead
+        with self._lock:
+            for message in messages:
+                self._tracker.forget(message.message_id)
+            self._counts["released"] += released
+            self._room.notify_all()
+        return released
+
+    def _note(self, kind: NoteKind, message_id: str, detail: str) -> None:
+        if self._on_note is not None:
+            self._on_note(Note(kind, message_id, detail))
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = error
+        self._stopping.set()
+        self._ready.put([])  # wake a loop waiting in receive()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()

@@ -1,0 +1,278 @@
+"""events/inbox.py against real SQS servers (moto's and LocalStack's): a message leaves the queue
+only when all it names is settled; duplicates share one settlement; the heartbeat holds; a stop
+hands messages back at once; failures of every SQS call are read and counted."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from s3drain.events.tracker import ObjectRef
+from tests.support.eventkit import (
+    Notes,
+    collect,
+    depth,
+    make_queue,
+    peek,
+    running_inbox,
+    s3_event_body,
+    sqs_client,
+    wait_for,
+)
+
+
+@pytest.fixture
+def sqs(events_url: str) -> Any:
+    client = sqs_client(events_url)
+    yield client
+    client.close()
+
+
+def send(sqs: Any, queue_url: str, body: str) -> str:
+    message_id: str = sqs.send_message(QueueUrl=queue_url, MessageBody=body)["MessageId"]
+    return message_id
+
+
+def test_a_settled_object_deletes_its_message(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("in/a+b%2Bc.csv"))
+    with running_inbox(events_url, queue_url, prefix="in/") as inbox:
+        [received] = collect(inbox, 1)
+        assert received.todo == (ObjectRef("lake", "in/a b+c.csv", "e1", None, "01"),)
+        assert received.message.sent_at is not None
+        assert received.message.receive_count == 1
+        assert depth(sqs, queue_url) == 1  # held, not deleted, until settled
+        inbox.settled(received.todo[0], "done")
+        wait_for(lambda: inbox.counters().deleted == 1, what="the delete")
+        assert depth(sqs, queue_url) == 0
+        counters = inbox.counters()
+        assert (counters.received, counters.in_flight, counters.left) == (1, 0, 0)
+
+
+def test_duplicates_wait_for_one_settlement(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    for _ in range(3):
+        send(sqs, queue_url, s3_event_body("k"))
+    with running_inbox(events_url, queue_url, receivers=1) as inbox:
+        wait_for(lambda: inbox.counters().received == 3, what="three messages")
+        batches = collect(inbox, 1, timeout=2)
+        todos = [ref for r in batches for ref in r.todo]
+        assert todos == [ObjectRef("lake", "k", "e1", None, "01")]  # asked to drain once
+        assert inbox.counters().in_flight == 3
+        inbox.settled(todos[0], "done")
+        wait_for(lambda: inbox.counters().deleted == 3, what="three deletes")
+        assert depth(sqs, queue_url) == 0
+
+
+def test_a_newer_version_of_the_key_is_drained_and_settled_on_its_own(
+    events_url: str, sqs: Any
+) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("k", etag="old", seq="0A"))
+    send(sqs, queue_url, s3_event_body("k", etag="new", seq="0B"))
+    with running_inbox(events_url, queue_url) as inbox:
+        found = collect(inbox, 2)
+        refs = {ref.etag: ref for r in found for ref in r.todo}
+        assert set(refs) == {"old", "new"}
+        inbox.settled(refs["old"], "done")
+        wait_for(lambda: inbox.counters().deleted == 1, what="the old one's delete")
+        time.sleep(0.3)
+        assert depth(sqs, queue_url) == 1  # the newer version's message still waits
+        inbox.settled(refs["new"], "done")
+        wait_for(lambda: depth(sqs, queue_url) == 0, what="the new one's delete")
+
+
+def test_a_message_naming_two_objects_waits_for_both(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    body = json.loads(s3_event_body("one"))
+    body["Records"] += json.loads(s3_event_body("two"))["Records"]
+    send(sqs, queue_url, json.dumps(body))
+    with running_inbox(events_url, queue_url) as inbox:
+        [received] = collect(inbox, 2)
+        first, second = received.todo
+        inbox.settled(first, "done")
+        time.sleep(0.5)
+        assert inbox.counters().deleted == 0
+        assert depth(sqs, queue_url) == 1
+        inbox.settled(second, "done")
+        wait_for(lambda: depth(sqs, queue_url) == 0, what="the delete")
+
+
+def test_a_failed_object_leaves_its_message_to_come_back(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("k"))
+    notes = Notes()
+    with running_inbox(events_url, queue_url, visibility_timeout=2, notes=notes) as inbox:
+        [received] = collect(inbox, 1)
+        inbox.settled(received.todo[0], "retry")
+        counters = inbox.counters()
+        assert (counters.left, counters.deleted, counters.in_flight) == (1, 0, 0)
+        assert "left" in notes.kinds()
+        # Not deleted, not extended: it comes back once its visibility runs out.
+        again = collect(inbox, 1, timeout=8)
+        assert again and again[0].message.message_id == received.message.message_id
+        assert again[0].message.receive_count >= 2
+        inbox.settled(again[0].todo[0], "done")
+        wait_for(lambda: depth(sqs, queue_url) == 0, what="the delete")
+
+
+def test_bad_messages_stay_for_the_dead_letter_queue_and_are_noted_once(
+    events_url: str, sqs: Any
+) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    bad_id = send(sqs, queue_url, "this is not JSON")
+    send(sqs, queue_url, s3_event_body("good"))
+    notes = Notes()
+    with running_inbox(events_url, queue_url, visibility_timeout=1, notes=notes) as inbox:
+        [good] = collect(inbox, 1)
+        inbox.settled(good.todo[0], "done")
+        # Received at least twice (its visibility is 1 s), logged and counted once.
+        wait_for(lambda: inbox.counters().received >= 3, timeout=10, what="a second receive")
+        counters = inbox.counters()
+        assert counters.bad == 1
+        assert [n.message_id for n in notes.items if n.kind == "bad"] == [bad_id]
+        assert "not JSON" in next(n.detail for n in notes.items if n.kind == "bad")
+        assert counters.deleted == 1
+    assert depth(sqs, queue_url) == 1  # the bad one is still there
+
+
+def test_a_test_event_is_acknowledged(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    body = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-11-23T19:09:09.000Z"}
+    send(sqs, queue_url, json.dumps({**body, "Bucket": "lake"}))
+    notes = Notes()
+    with running_inbox(events_url, queue_url, notes=notes) as inbox:
+        wait_for(lambda: inbox.counters().deleted == 1, what="the delete")
+        assert inbox.counters().test_events == 1
+        assert notes.kinds() == ["test"]
+    assert depth(sqs, queue_url) == 0
+
+
+@pytest.mark.parametrize(
+    ("bucket", "key"), [("other-bucket", "in/a.csv"), ("lake", "out/a.csv"), ("lake", "i")]
+)
+def test_records_for_another_bucket_or_prefix_are_acknowledged_not_drained(
+    events_url: str, sqs: Any, bucket: str, key: str
+) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body(key, bucket=bucket))
+    notes = Notes()
+    with running_inbox(events_url, queue_url, prefix="in/", notes=notes) as inbox:
+        wait_for(lambda: inbox.counters().deleted == 1, what="the delete")
+        assert inbox.counters().ignored == 1
+        assert notes.kinds() == ["ignored"]
+        assert f"s3://{bucket}/{key}" in notes.items[0].detail
+        assert collect(inbox, 1, timeout=0.5) == [] or all(
+            not r.todo for r in collect(inbox, 1, timeout=0.5)
+        )
+    assert depth(sqs, queue_url) == 0
+
+
+def test_removal_events_need_no_drain(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    body = json.loads(s3_event_body("k"))
+    body["Records"][0]["eventName"] = "ObjectRemoved:Delete"
+    send(sqs, queue_url, json.dumps(body))
+    with running_inbox(events_url, queue_url) as inbox:
+        wait_for(lambda: inbox.counters().deleted == 1, what="the delete")
+        assert inbox.counters().ignored == 0
+
+
+def test_the_heartbeat_keeps_a_held_message_from_other_consumers(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("slow"))
+    with running_inbox(events_url, queue_url, visibility_timeout=2, heartbeat_every=0.4) as inbox:
+        [received] = collect(inbox, 1)
+        deadline = time.monotonic() + 6  # three visibility timeouts
+        while time.monotonic() < deadline:
+            assert peek(sqs, queue_url) == []
+            time.sleep(0.5)
+        assert inbox.counters().visibility_lost == 0
+        inbox.settled(received.todo[0], "done")
+        wait_for(lambda: depth(sqs, queue_url) == 0, what="the delete")
+
+
+def test_a_stop_makes_unfinished_messages_visible_at_once(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    for key in ("a", "b", "c"):
+        send(sqs, queue_url, s3_event_body(key))
+    with running_inbox(events_url, queue_url, visibility_timeout=300) as inbox:
+        found = collect(inbox, 3)
+        done = next(ref for r in found for ref in r.todo if ref.key == "a")
+        inbox.settled(done, "done")
+        released = inbox.release_unfinished()
+        assert released == 2
+        counters = inbox.counters()
+        assert (counters.deleted, counters.released, counters.in_flight) == (1, 2, 0)
+    # Visible now, not in 300 s.
+    keys = {
+        json.loads(m["Body"])["Records"][0]["s3"]["object"]["key"] for m in peek(sqs, queue_url, 1)
+    }
+    assert keys == {"b", "c"}
+
+
+def test_receivers_pause_at_max_in_flight(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    for n in range(6):
+        send(sqs, queue_url, s3_event_body(f"k{n}"))
+    with running_inbox(
+        events_url, queue_url, max_in_flight=2, receivers=1, max_messages=1
+    ) as inbox:
+        found = collect(inbox, 2)
+        time.sleep(1.5)
+        assert inbox.counters().in_flight == 2  # four more wait in the queue
+        assert depth(sqs, queue_url) == 6
+        seen = {ref.key for r in found for ref in r.todo}
+        while len(seen) < 6:
+            for r in found:
+                inbox.settled(r.todo[0], "done")
+            found = collect(inbox, 1, timeout=10)
+            assert found, "the receivers did not go on after room was made"
+            assert inbox.counters().in_flight <= 2
+            seen |= {ref.key for r in found for ref in r.todo}
+        for r in found:
+            inbox.settled(r.todo[0], "done")
+        wait_for(lambda: depth(sqs, queue_url) == 0, what="every delete")
+
+
+def test_oldest_age_comes_from_sent_timestamp(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("k"))
+    time.sleep(1.2)
+    with running_inbox(events_url, queue_url) as inbox:
+        collect(inbox, 1)
+        age = inbox.counters().oldest_age
+        assert age is not None and 1.0 <= age < 60
+
+
+def test_a_note_callback_may_read_the_counters(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    seen: list[int] = []
+    holder: dict[str, Any] = {}
+
+    class Reader(Notes):
+        def __call__(self, note: Any) -> None:
+            seen.append(holder["inbox"].counters().bad)  # under the inbox's lock: no deadlock
+
+    with running_inbox(events_url, queue_url, notes=Reader()) as inbox:
+        holder["inbox"] = inbox
+        send(sqs, queue_url, "not json")
+        wait_for(lambda: seen == [1], what="the note")
+        assert inbox.failure is None
+
+
+def test_a_bug_in_a_receiver_surfaces_from_receive(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+
+    class Broken(Notes):
+        def __call__(self, note: Any) -> None:
+            raise RuntimeError("a bug in the note callback")
+
+    with running_inbox(events_url, queue_url, notes=Broken()) as inbox:
+        send(sqs, queue_url, "not json")
+        with pytest.raises(RuntimeError, match="a bug in the note callback"):
+            for _ in range(40):
+                inbox.receive(timeout=0.5)
