@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+# A LastModified nobody knows yet: an object named by an event (its GET or HEAD tells), or a
+# file an s3drain without a ledger tagged.
+UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,13 @@ def test_setup_and_answers_round_trip_and_a_descriptor_rides_along(tmp_path: Pat
     done = Done(1, Verified("crc64nvme", "crc64nvme:AAAAAAAAAAA=", None), FileId(1, 2, 3, 4), 1)
     failed = Failed(2, "http", "Access Denied", 1, 403, "AccessDenied", 0, None)
     local = Failed(3, "local", "No space left on device", 0, errno=28, filename="/x/y")
-    for result in (done, failed, local):
+    dated = Done(
+        4,
+        Verified("md5", "md5:00", "v1", datetime(2026, 12, 4, 3, 5, 1, tzinfo=UTC)),
+        FileId(1, 2, 3, 4),
+        1,
+    )
+    for result in (done, dated, failed, local):
         assert read_result(result_message(result)) == result
     (tmp_path / "f").write_bytes(b"bytes")
     fd = os.open(tmp_path / "f", os.O_RDONLY)

@@ -363,10 +363,10 @@ def inject_bug(where: str) -> None:
     if where == "worker":
         real_process = worker._process
 
-        def process(ctx: Any, record: Any, delivered: Any) -> None:
+        def process(ctx: Any, record: Any, delivered: Any, rows: Any) -> None:
             if record.key.endswith("/f007.csv"):
                 raise bug("the worker")
-            real_process(ctx, record, delivered)
+            real_process(ctx, record, delivered, rows)
 
         setattr(worker, "_process", process)  # noqa: B010
     elif where == "deleter":

@@ -172,7 +172,7 @@ def _get(job: Job, conn: Connection, fs: LocalFS, fd: int, stop: threading.Event
                 raise _Stopped
         if not answer.finished and answer.read(1):
             raise Mismatch(f"the body is longer than the {record.size} bytes listed")
-        return conclude(p, record, crc, inline, answer.fields.get("VersionId"))
+        return conclude(p, record, crc, inline, answer.fields)
     finally:
         answer.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -17,7 +18,7 @@ from s3drain.drain.source import Feed
 from s3drain.drain.worker import handle
 from s3drain.errors import AbortError, S3DrainError, describe
 from s3drain.local.ledger_rows import Delivery
-from s3drain.records import ObjectRecord
+from s3drain.records import UNKNOWN_TIME, ObjectRecord
 from s3drain.s3.preflight import explain
 
 
@@ -77,13 +78,16 @@ def dispatch(ctx: Context, feed: Feed) -> str | None:
     return stopped_early
 
 
+_Item = tuple[ObjectRecord, Delivery | None, Sequence[Delivery]]
+
+
 class _Workers:
     """`count` threads taking objects from one bounded queue; leaving the `with` waits for
     them to finish what they took."""
 
     def __init__(self, ctx: Context, count: int) -> None:
         self._ctx = ctx
-        self._queue: queue.Queue[tuple[ObjectRecord, Delivery | None] | None] = queue.Queue(count)
+        self._queue: queue.Queue[_Item | None] = queue.Queue(count)
         self._threads = [
             threading.Thread(target=self._work, name=f"s3drain-worker_{n}", daemon=True)
             for n in range(count)
@@ -102,7 +106,9 @@ class _Workers:
 
     def put(self, record: ObjectRecord, rows: list[Delivery]) -> bool:
         """Queue one object (waiting while the workers are full); False once the run stops."""
-        item = (record, delivered(record, rows))
+        # An undated object (named by an event) takes its key's rows along, for `worker._dated`.
+        undated = record.last_modified == UNKNOWN_TIME
+        item = (record, delivered(record, rows), rows if undated else ())
         stop = self._ctx.state.stop
         while not stop.is_set():
             try:

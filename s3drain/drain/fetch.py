@@ -86,11 +86,11 @@ class _Job:
     abort: threading.Event = field(default_factory=threading.Event)
     plan: Plan | None = None
     inline: Hash | None = None  # MD5/SHA over the first segment (bytes in order)
-    version_id: str | None = None
+    answer: dict[str, Any] = field(default_factory=dict)  # the first answer's version, date
 
     def learn(self, response: Any) -> None:
-        """The first answer: which checksum proves the object, and its version."""
-        self.version_id = response.get("VersionId")
+        """The first answer: which checksum proves the object, its version and its date."""
+        self.answer = {k: response.get(k) for k in ("VersionId", "LastModified")}
         self.plan = plan(self.record, response)
         for segment in self.segments:
             segment.crc = self.plan.new_crc()
@@ -289,7 +289,7 @@ def _verify(job: _Job) -> Verified:
     if job.inline is not None:
         _follow_rest(job, segments[0].end)
     try:
-        return conclude(job.plan, record, total, job.inline, job.version_id)
+        return conclude(job.plan, record, total, job.inline, job.answer)
     except Mismatch as exc:
         raise TransientError(str(exc)) from None
 

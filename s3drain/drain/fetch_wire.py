@@ -99,13 +99,29 @@ def result_message(result: Done | Failed) -> Message:
     if isinstance(result, Failed):
         return ("failed", *astuple(result))
     v, f = result.verified, result.file
-    return ("done", result.id, v.label, v.checksums, v.version_id, *astuple(f), result.requests)
+    modified = v.last_modified.isoformat() if v.last_modified is not None else None
+    return (
+        "done",
+        result.id,
+        v.label,
+        v.checksums,
+        v.version_id,
+        *astuple(f),
+        result.requests,
+        modified,
+    )
 
 
 def read_result(m: Message) -> Done | Failed | None:
     """An answer to a job; None for anything else."""
     if m[0] == "done":
-        verified = Verified(_str(m[2]), _opt(m[3]), _opt(m[4]))
+        modified = _opt(m[10])
+        verified = Verified(
+            _str(m[2]),
+            _opt(m[3]),
+            _opt(m[4]),
+            datetime.fromisoformat(modified) if modified is not None else None,
+        )
         file = FileId(_int(m[5]), _int(m[6]), _int(m[7]), _int(m[8]))
         return Done(_int(m[1]), verified, file, _int(m[9]))
     if m[0] == "failed":

@@ -26,7 +26,7 @@ from s3drain.drain.verify import Verified
 from s3drain.errors import describe, error_code, http_status
 from s3drain.local.fs import LocalFS
 from s3drain.local.paths import is_temp_name, temp_name_for
-from s3drain.records import FileId, ObjectRecord
+from s3drain.records import UNKNOWN_TIME, FileId, ObjectRecord
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def download(
         if target in compare_with:
             raise LocalDiffers(target)
         fetched = Fetched(
-            replace(record, version_id=verified.version_id or record.version_id),
+            _as_answered(record, verified),
             fd,
             temp,
             target,
@@ -107,6 +107,17 @@ def download(
         if not handed_over:
             _remove_quietly(t.fs, temp)
             t.fs.close(fd)  # only now is the lock gone: no sweep ever takes a file being written
+
+
+def _as_answered(record: ObjectRecord, verified: Verified) -> ObjectRecord:
+    """The object as its GET answered: its version; and its date where no listing gave one
+    (an object named by an event), so the ledger's row is as exact as a listed one's."""
+    modified = record.last_modified
+    if modified == UNKNOWN_TIME and verified.last_modified is not None:
+        modified = verified.last_modified
+    return replace(
+        record, version_id=verified.version_id or record.version_id, last_modified=modified
+    )
 
 
 def _fetch_direct(

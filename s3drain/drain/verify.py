@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from s3drain.checksums import Crc, Expected, Hash, full_object_checksum, is_combinable, new_hash
@@ -33,6 +35,7 @@ class Verified:
     label: str  # for the audit log: crc32, md5, size (multipart ETag ...), ...
     checksums: str | None  # what matched: `crc32:<b64>`, `md5:<hex>`
     version_id: str | None  # what the GET returned, in a versioned bucket
+    last_modified: datetime | None = None  # what the GET said, for an object no listing dated
 
 
 def check_etag(record: ObjectRecord, response: Mapping[str, Any]) -> None:
@@ -94,19 +97,37 @@ def plan(record: ObjectRecord, fields: Mapping[str, Any]) -> Plan:
 
 
 def conclude(
-    p: Plan, record: ObjectRecord, crc: Crc | None, inline: Hash | None, version_id: str | None
+    p: Plan,
+    record: ObjectRecord,
+    crc: Crc | None,
+    inline: Hash | None,
+    answer: Mapping[str, Any],
 ) -> Verified:
-    """The whole object's CRC (combined) or in-order hash against what S3 said; raises
-    Mismatch."""
+    """The whole object's CRC (combined) or in-order hash against what S3 said (`answer`: the
+    first GET's fields); raises Mismatch."""
+    version_id, modified = answer.get("VersionId"), last_modified(answer)
     if p.expected is not None and crc is not None:
         if crc.b64() != p.expected.value:
             raise Mismatch(f"{p.expected.name} {crc.b64()} does not match S3's {p.expected}")
-        return Verified(p.expected.name, str(p.expected), version_id)
+        return Verified(p.expected.name, str(p.expected), version_id, modified)
     if p.inline is not None and inline is not None:
         md5 = p.inline == "md5"
         value = inline.hexdigest() if md5 else inline.b64()
         wanted = record.etag if md5 else p.expected.value if p.expected else ""
         if value != wanted:
             raise Mismatch(f"{p.inline} {value} does not match {wanted}")
-        return Verified(p.inline, f"{p.inline}:{value}", version_id)
-    return Verified(label(record), None, version_id)
+        return Verified(p.inline, f"{p.inline}:{value}", version_id, modified)
+    return Verified(label(record), None, version_id, modified)
+
+
+def last_modified(answer: Mapping[str, Any]) -> datetime | None:
+    """S3's LastModified in a GET or HEAD answer: botocore's datetime, or the header's text
+    (RFC 1123, whole seconds, as listings show it) from a direct GET."""
+    value = answer.get("LastModified")
+    if isinstance(value, datetime) or value is None:
+        return value
+    try:
+        parsed = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -4,7 +4,7 @@ it must, and hand verified objects to the deleter. Every outcome is recorded exa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -16,8 +16,9 @@ from s3drain.drain.decide import Action, Decision, decide
 from s3drain.drain.direct_fetch import PathBlocked, TempBusy
 from s3drain.drain.linker import Fetched
 from s3drain.drain.proof import Content, Proof, prove
+from s3drain.drain.select import delivered as delivered_of
 from s3drain.drain.transfer import LocalDiffers, download
-from s3drain.drain.verify import Interrupted, ObjectChanged, check_etag
+from s3drain.drain.verify import Interrupted, ObjectChanged, check_etag, last_modified
 from s3drain.errors import (
     AbortError,
     ConfigError,
@@ -29,14 +30,20 @@ from s3drain.errors import (
 from s3drain.local.fs import is_storage_full
 from s3drain.local.ledger_rows import Delivery
 from s3drain.local.paths import Kind, LocalFile, MappedPath, look
-from s3drain.records import ObjectRecord, Outcome, Status
+from s3drain.records import UNKNOWN_TIME, ObjectRecord, Outcome, Status
 
 
-def handle(ctx: Context, record: ObjectRecord, delivered: Delivery | None = None) -> None:
+def handle(
+    ctx: Context,
+    record: ObjectRecord,
+    delivered: Delivery | None = None,
+    rows: Sequence[Delivery] = (),
+) -> None:
+    """`rows`: the ledger's rows for the key, for an object no listing dated (`_dated`)."""
     if ctx.state.stop.is_set():
         return  # never started: it stays in S3 for the next run
     try:
-        _process(ctx, record, delivered)
+        _process(ctx, record, delivered, rows)
     except Exception as exc:
         # A bug, not a condition we know: the object stays in S3 and the run stops, loudly.
         ctx.state.crashed(exc, f"the worker handling {record.key!r}")
@@ -109,7 +116,25 @@ def _gather(
     return None, raw_proof, processed_proof
 
 
-def _process(ctx: Context, record: ObjectRecord, delivered: Delivery | None) -> None:
+def _dated(
+    record: ObjectRecord, rows: Sequence[Delivery], head: _Head
+) -> tuple[ObjectRecord, Delivery | None]:
+    """An object an event named comes without its LastModified, which tells a delivery of
+    these bytes from a new upload of the same bytes. Where anything here could decide it
+    without a GET (a ledger row, a local file), a HEAD dates it first, as a listing would
+    have; the row that is this exact object's delivery is then found as for a listed one."""
+    answer = head()
+    record = replace(
+        record,
+        last_modified=last_modified(answer) or UNKNOWN_TIME,
+        version_id=head.version() or record.version_id,
+    )
+    return record, delivered_of(record, list(rows))
+
+
+def _process(
+    ctx: Context, record: ObjectRecord, delivered: Delivery | None, rows: Sequence[Delivery]
+) -> None:
     layout, record_outcome = ctx.layout, ctx.reporter.record
     mapped = layout.map_key(record.key, record.size)
     if not isinstance(mapped, MappedPath):
@@ -121,6 +146,9 @@ def _process(ctx: Context, record: ObjectRecord, delivered: Delivery | None) -> 
     raw = look(mapped.raw, case_insensitive=layout.case_insensitive)
     head = _Head(ctx, record)
     try:
+        undated = record.last_modified == UNKNOWN_TIME
+        if undated and (rows or Kind.FILE in (raw.kind, processed.kind)):
+            record, delivered = _dated(record, rows, head)
         delivered, raw_proof, processed_proof = _gather(
             ctx, record, delivered, raw=raw, processed=processed, head=head
         )

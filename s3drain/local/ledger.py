@@ -29,11 +29,11 @@ from s3drain.local.ledger_db import connect, connect_read_only, ledger_path, tra
 from s3drain.local.ledger_rows import (
     SELECT,
     STATUS_SQL,
-    UNKNOWN_TIME,
     Delivery,
     NewDelivery,
     delivery_from_row,
 )
+from s3drain.records import UNKNOWN_TIME
 
 _IN_CHUNK = 500  # keys per IN (...) query, under SQLite's bound-parameter limit
 _SENDING = "UPDATE deliveries SET delete_state = 'sending', audited = 0 WHERE id = ?"

@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from s3drain.records import FileId, ObjectRecord
-
-UNKNOWN_TIME = datetime.min.replace(tzinfo=UTC)  # a LastModified nobody recorded
+from s3drain.records import UNKNOWN_TIME, FileId, ObjectRecord
 
 
 @dataclass(frozen=True, slots=True)

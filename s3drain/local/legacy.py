@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 
 from s3drain.local.ledger import Ledger
-from s3drain.local.ledger_rows import UNKNOWN_TIME, NewDelivery
-from s3drain.records import FileId, ObjectRecord
+from s3drain.local.ledger_rows import NewDelivery
+from s3drain.records import UNKNOWN_TIME, FileId, ObjectRecord
 
 XATTR_ETAG = "user.s3drain.etag"
 LEGACY_JOURNAL = "deletes-in-flight.jsonl"

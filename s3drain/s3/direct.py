@@ -30,6 +30,7 @@ __all__ = ["Answer", "Connection", "Endpoint", "HttpFailure", "LinkFailure"]
 # Header -> the name botocore gives the field in a GetObject answer.
 _FIELDS = {
     "etag": "ETag",
+    "last-modified": "LastModified",
     "x-amz-version-id": "VersionId",
     "content-range": "ContentRange",
     "x-amz-checksum-crc32": "ChecksumCRC32",
