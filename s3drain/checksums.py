@@ -17,8 +17,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from awscrt import checksums as crt
-
 READ_CHUNK = 1024 * 1024
 
 # Fastest first: when an object carries several, the cheapest one proves it.
@@ -33,10 +31,23 @@ class _CrcKind:
     combine: Callable[[int, int, int], int]
 
 
+def _crt(name: str) -> Callable[..., int]:
+    """An awscrt checksum function, loaded on first use: awscrt's native library costs a
+    fetch process 50 ms of CPU to load, and objects proven by CRC32 or MD5 never need it."""
+
+    def call(*args: Any) -> int:
+        from awscrt import checksums  # noqa: PLC0415
+
+        function: Callable[..., int] = getattr(checksums, name)
+        return function(*args)
+
+    return call
+
+
 _CRCS: Mapping[str, _CrcKind] = {
-    "crc32": _CrcKind(4, zlib.crc32, crt.combine_crc32),
-    "crc32c": _CrcKind(4, crt.crc32c, crt.combine_crc32c),
-    "crc64nvme": _CrcKind(8, crt.crc64nvme, crt.combine_crc64nvme),
+    "crc32": _CrcKind(4, zlib.crc32, _crt("combine_crc32")),
+    "crc32c": _CrcKind(4, _crt("crc32c"), _crt("combine_crc32c")),
+    "crc64nvme": _CrcKind(8, _crt("crc64nvme"), _crt("combine_crc64nvme")),
 }
 
 
