@@ -50,6 +50,7 @@ from benchmarks.scenarios import (
     SCENARIO_NAMES,
     SERVER_NAMES,
     SMOKE,
+    SMOKE_SCENARIO_NAMES,
     Scenario,
 )
 from benchmarks.seaweed import OwnSeaweed
@@ -274,7 +275,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0] if __doc__ else ""
     )
-    parser.add_argument("--scenarios", default=",".join(SCENARIO_NAMES))
+    parser.add_argument(
+        "--scenarios",
+        default=None,
+        help=f"default: all ({','.join(SCENARIO_NAMES)}); with --smoke "
+        f"{','.join(SMOKE_SCENARIO_NAMES)}",
+    )
     parser.add_argument("--contenders", default=",".join(tools.ALL))
     parser.add_argument(
         "--servers",
@@ -306,7 +312,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     args = parser.parse_args(argv)
     try:
-        args.scenario_names = _names(args.scenarios, SCENARIO_NAMES, "--scenarios")
+        default = SMOKE_SCENARIO_NAMES if args.smoke else SCENARIO_NAMES
+        args.scenario_names = _names(
+            args.scenarios or ",".join(default), SCENARIO_NAMES, "--scenarios"
+        )
         args.contender_names = _names(args.contenders, list(tools.ALL), "--contenders")
         args.server_names = _names(args.servers, SERVER_NAMES, "--servers")
     except argparse.ArgumentTypeError as exc:
