@@ -102,9 +102,9 @@ class LinkCheck:
         """Markdown: what was measured through the relay, against what it was asked for."""
         cap = self.rate / MIB
         lines = [
-            f"Asked for: {self.delay * 1000:.0f} ms each way ({2 * self.delay * 1000:.0f} ms "
+            f"Asked for: {self.delay * 1000:g} ms each way ({2 * self.delay * 1000:.0f} ms "
             f"round trip) and {cap:g} MiB/s per connection from the server to the client. "
-            "Measured through the relay just before the wan scenarios, with a source that "
+            "Measured through the relay before the scenarios over this link, with a source that "
             "sends zeros as fast as memory allows (so the relay, not a server, is measured):",
             "",
             f"- round trip of a 1-byte request on an open connection: "
