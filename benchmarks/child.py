@@ -2,9 +2,10 @@
 
 The contender is started by ``launch.py``, a bare interpreter that forks it, ``os.wait4``s it
 and writes that one child's rusage (including any child it waited for, such as a launcher's
-real binary). Two traps avoided: ``RUSAGE_CHILDREN`` of the runner sums every child it ever
-had and reports the largest peak RSS among them; and a child forked straight from the runner
-inherits the runner's RSS as its peak (see launch.py).
+real binary), and the peaks of its process tree's memory that it sampled from /proc. Two
+traps avoided: ``RUSAGE_CHILDREN`` of the runner sums every child it ever had and reports the
+largest peak RSS among them; and a child forked straight from the runner inherits the
+runner's RSS as its peak (see launch.py).
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ class ChildResult:
     exit_code: int
     wall_seconds: float
     cpu_seconds: float  # user + system
-    peak_rss_bytes: int
+    peak_rss_bytes: int  # the largest peak of any one process of the tree
     timed_out: bool
+    # The largest sum over the tree's processes at one moment (Pss), and how many processes
+    # the launcher saw (see launch.py).
+    peak_rss_sum_bytes: int = 0
+    processes: int = 1
 
 
 class LauncherError(RuntimeError):
@@ -44,13 +49,16 @@ def run_child(
     stdout: Path,
     stderr: Path,
     timeout: float,
+    cpus: str | None = None,
 ) -> ChildResult:
+    """``cpus`` (``taskset -c`` syntax) pins the command and everything it starts."""
     stats = stdout.with_name("rusage.txt")
     stats.unlink(missing_ok=True)
+    pinning = [f"--cpus={cpus}"] if cpus else []
     with stdout.open("wb") as out, stderr.open("wb") as err:
         # A session of its own lets a timeout kill the launcher and everything below it.
         process = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(LAUNCHER), str(stats), *argv],
+            [sys.executable, "-I", "-S", str(LAUNCHER), str(stats), *pinning, *argv],
             env=dict(env),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -84,8 +92,10 @@ def _read_stats(path: Path) -> ChildResult:
         exit_code=int(fields["exit"]),
         wall_seconds=float(fields["wall"]),
         cpu_seconds=float(fields["user"]) + float(fields["system"]),
-        peak_rss_bytes=int(fields["maxrss_kib"]) * _KIB,  # Linux reports KiB
+        peak_rss_bytes=int(fields["tree_peak_one_kib"]) * _KIB,  # Linux reports KiB
         timed_out=False,
+        peak_rss_sum_bytes=int(fields["tree_peak_sum_kib"]) * _KIB,
+        processes=int(fields["processes"]),
     )
 
 

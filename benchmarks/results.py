@@ -17,6 +17,8 @@ NOT_INSTALLED = "not installed"
 SKIPPED = "skipped"
 CEILING = "ceiling"
 CEILING_NAME = "server ceiling"
+# The peers of issue 19's targets: the tools an ETL team would otherwise pick.
+PEERS = ("rclone", "s5cmd")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,10 @@ class Row:
     scenario: Scenario
     contender: str
     status: str
+    # The server's short name (moto-aws-like, moto, seaweedfs, external).
+    server: str = ""
+    # The cores the contender was pinned to (the scaling scenario); None: not pinned.
+    cpus: str | None = None
     seconds: float | None = None
     cpu_seconds: float | None = None
     peak_rss_bytes: int | None = None
@@ -35,6 +41,20 @@ class Row:
     relay_cpu_seconds: float | None = None
     # How many runs the figures are the median of.
     runs: int = 1
+    # The largest sum of the contender's process tree's memory at one moment (Pss), and how
+    # many processes it had; peak_rss_bytes is the largest of any one of them.
+    peak_rss_sum_bytes: int | None = None
+    processes: int = 1
+    # CPU seconds the server process spent during the run, to show it was not the limit.
+    server_cpu_seconds: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The contender, and where it was pinned."""
+        if self.cpus is None:
+            return self.contender
+        cores = "cores" if "-" in self.cpus or "," in self.cpus else "core"
+        return f"{self.contender} ({cores} {self.cpus})"
 
     @property
     def timed(self) -> bool:
@@ -83,6 +103,25 @@ class Row:
             return None
         return self.peak_rss_bytes / MIB
 
+    @property
+    def peak_rss_sum_mib(self) -> float | None:
+        if self.peak_rss_sum_bytes is None or self.status != OK:
+            return None
+        return self.peak_rss_sum_bytes / MIB
+
+    @property
+    def server_ms_per_request(self) -> float | None:
+        total = sum(n for _, n in self.requests) if self.requests else 0
+        if self.server_cpu_seconds is None or not total:
+            return None
+        return 1000 * self.server_cpu_seconds / total
+
+    @property
+    def server_ms_per_object(self) -> float | None:
+        if self.server_cpu_seconds is None:
+            return None
+        return 1000 * self.server_cpu_seconds / self.scenario.count
+
 
 def request_counts(counts: Counter[str] | None) -> tuple[tuple[str, int], ...] | None:
     return None if counts is None else tuple(sorted(counts.items()))
@@ -121,27 +160,43 @@ def aggregate(trials: Sequence[Row]) -> Row:
         seconds=_median([trial.seconds for trial in trials]),
         cpu_seconds=statistics.median(cpus),
         peak_rss_bytes=max(trial.peak_rss_bytes or 0 for trial in trials),
+        peak_rss_sum_bytes=max(trial.peak_rss_sum_bytes or 0 for trial in trials),
+        processes=max(trial.processes for trial in trials),
         relay_cpu_seconds=_median([trial.relay_cpu_seconds for trial in trials]),
+        server_cpu_seconds=_median([trial.server_cpu_seconds for trial in trials]),
         runs=len(trials),
         note=spread,
     )
 
 
-def best_other(rows: Sequence[Row], scenario: str, exclude: str = "s3drain") -> Row | None:
-    """The fastest verified contender of ``scenario`` other than ``exclude``."""
+def best_peer(
+    rows: Sequence[Row], scenario: str, server: str, peers: Sequence[str] = PEERS
+) -> Row | None:
+    """The fastest verified peer of ``scenario`` on ``server`` (not pinned)."""
     candidates = [
         row
         for row in rows
         if row.scenario.name == scenario
+        and row.server == server
         and row.status == OK
-        and row.contender != exclude
+        and row.contender in peers
+        and row.cpus is None
         and row.seconds is not None
     ]
     return min(candidates, key=lambda row: row.seconds or 0.0, default=None)
 
 
-def find(rows: Sequence[Row], scenario: str, contender: str) -> Row | None:
+def find(
+    rows: Sequence[Row], scenario: str, contender: str, server: str, cpus: str | None = None
+) -> Row | None:
     return next(
-        (row for row in rows if row.scenario.name == scenario and row.contender == contender),
+        (
+            row
+            for row in rows
+            if row.scenario.name == scenario
+            and row.contender == contender
+            and row.server == server
+            and row.cpus == cpus
+        ),
         None,
     )

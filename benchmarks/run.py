@@ -1,28 +1,24 @@
 """`make bench`: every contender drains the same prefix on the same server; one table.
 
-    python -m benchmarks.run [--scenarios small,large,huge,latency]
+    python -m benchmarks.run [--scenarios small,large,...] [--servers moto-aws-like,seaweedfs]
                              [--contenders s3drain,naive,aws,rclone,s5cmd]
                              [--endpoint-url URL] [--repeat N] [--smoke]
 
-For each scenario the objects are made once; then for the server ceiling and for each
-contender (each run): the server is emptied (moto: reset, or restarted for big objects), the
-bucket is filled identically, the contender runs as a child process against the loopback
-endpoint (through a 20 ms proxy in the latency scenario), and the result is verified: every
-object on disk with its bytes, nothing else there, the prefix empty. See benchmarks/README.md.
+Server by server (moto, then SeaweedFS, each started by the bench), the scenarios that run
+on it (benchmarks/scenarios.py says which): its ceiling, then each contender, each run
+verified (benchmarks/bench.py). See benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import datetime
 import os
 import shlex
 import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,82 +27,53 @@ from types import FrameType
 import moto
 
 from benchmarks import contenders as tools
-from benchmarks import dataset, report
-from benchmarks.ceiling import CeilingError, measure
-from benchmarks.child import ChildResult, LauncherError, run_child
-from benchmarks.contenders import Contender, RunContext
-from benchmarks.dataset import ObjectSpec
-from benchmarks.results import (
-    CEILING,
-    CEILING_NAME,
-    FAILED,
-    NOT_INSTALLED,
-    OK,
-    SKIPPED,
-    TIMEOUT,
-    WRONG,
-    Row,
-    aggregate,
-    request_counts,
+from benchmarks import machine, report, seaweed
+from benchmarks.bench import ServerBench, log, not_installed_rows
+from benchmarks.config import (
+    DEFAULT_BUCKET,
+    DEST_LOOP,
+    DEST_WORKDIR,
+    FULL_LEVELS,
+    FULL_TIMEOUT,
+    SMOKE_LEVELS,
+    SMOKE_TIMEOUT,
+    BenchConfig,
 )
-from benchmarks.s3 import Target, ensure_bucket, fill, make_client, target_from_environment
-from benchmarks.scenarios import FULL, GIB, MIB, SCENARIO_NAMES, SMOKE, Scenario
-from benchmarks.servers import Backend, ExternalServer, OwnMoto, Route, routable
-from benchmarks.verify import verify
-from benchmarks.wan import CHECK_BYTES, check_link
+from benchmarks.destfs import Destination, destination
+from benchmarks.linkcheck import CHECK_BYTES, check_link
+from benchmarks.results import CEILING_NAME, Row
+from benchmarks.s3 import target_from_environment
+from benchmarks.scenarios import (
+    DEFAULT_SERVERS,
+    FULL,
+    GIB,
+    SCENARIO_NAMES,
+    SERVER_NAMES,
+    SMOKE,
+    SMOKE_SCENARIO_NAMES,
+    Scenario,
+)
+from benchmarks.seaweed import OwnSeaweed
+from benchmarks.servers import Backend, ExternalServer, OwnMoto
+from benchmarks.targets import checks_table, target_checks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = REPO_ROOT / "benchmarks" / "work"
 RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
 SMOKE_RESULTS = WORKDIR / "RESULTS-smoke.md"
 README = REPO_ROOT / "README.md"
-DEFAULT_BUCKET = "s3drain-bench"
-# moto keeps big objects' memory after a reset: above this, each run gets a new server.
-RESTART_BYTES = 256 * MIB
-FULL_LEVELS = (4, 16, 64)
-SMOKE_LEVELS = (4, 16)
-FULL_TIMEOUT = 1800.0
-SMOKE_TIMEOUT = 120.0
-SMOKE_LINK_CHECK_BYTES = 4 * MIB
+SMOKE_LINK_CHECK_BYTES = 4 * 1024 * 1024
 # Big objects' figures vary most between runs (page cache, writeback, two shared cores): by
 # default they are the median of this many runs; the many-object scenarios average themselves.
 BIG_REPEAT = 3
-_STDERR_TAIL = 300
-# Environment a contender must not inherit: other endpoints, credentials, profiles, proxies,
-# s3drain's own settings (it reads BUCKET_NAME, PATH_TO_SEARCH, ... from the environment).
-_FOREIGN_PREFIXES = ("AWS_", "RCLONE_", "S3DRAIN_", "S3_")
-_FOREIGN_NAMES = frozenset(
-    {"BUCKET_NAME", "PATH_TO_SEARCH", "LOCAL_BASE_PATH", "RAW_DIR", "PROCESSED_DIR"}
-    | {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
-)
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    scenarios: tuple[Scenario, ...]
-    contenders: tuple[Contender, ...]
-    workdir: Path
-    endpoint_url: str | None = None
-    # The local moto: patched to honour DeleteObjects' per-key ETag as AWS documents (what
-    # s3drain meets on AWS: batched exact deletes), or as released (one exact delete per
-    # object). The contenders do not use conditions; only s3drain sees the difference.
-    aws_like: bool = True
-    bucket: str = DEFAULT_BUCKET
-    region: str | None = None
-    repeat: int = 1
-    # Runs per contender in the scenarios of big objects, whose figures vary most from run to
-    # run on two shared cores; None: ``repeat``.
-    repeat_big: int | None = None
-    timeout: float = FULL_TIMEOUT
-    ceiling_levels: tuple[int, ...] = FULL_LEVELS
-    with_ceiling: bool = True
-    # Bytes per stream when the wan link is measured; the smoke run makes it small.
-    link_check_bytes: int = CHECK_BYTES
-
-    def runs(self, scenario: Scenario) -> int:
-        if scenario.small_objects or self.repeat_big is None:
-            return self.repeat
-        return self.repeat_big
+_COUNTING = {
+    "moto-aws-like": "from moto's request log (no proxy in the path), and by the latency proxy "
+    "in the latency scenario",
+    "seaweedfs": "from SeaweedFS's Prometheus metrics (`SeaweedFS_s3_request_total` by type; "
+    "no proxy in the path)",
+    "external": "by a counting proxy (latency 0) in front of the endpoint, where it is plain HTTP",
+}
+_COUNTING["moto"] = _COUNTING["moto-aws-like"]
 
 
 @dataclass(frozen=True)
@@ -115,224 +82,135 @@ class BenchResult:
     info: report.RunInfo
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+class _Servers:
+    """Each server of the run in turn, started and stopped by us (or the external one)."""
 
-
-class _Bench:
-    """One bench run: the server, the located tools, and the loop over scenarios."""
-
-    def __init__(self, config: BenchConfig, backend: Backend) -> None:
+    def __init__(self, config: BenchConfig, path: str) -> None:
         self.config = config
-        self.backend = backend
-        self.config_dir = config.workdir / "config"
-        self.path = tools.search_path(_environ_path())
-        self.located = {c.name: tools.locate(c, self.path) for c in config.contenders}
+        self.path = path
+        self.weed = seaweed.locate(path)
+        self.descriptions: dict[str, str] = {}
+        self.versions: dict[str, str] = {}
 
-    def run(self) -> list[Row]:
-        _write_tool_configs(self.config_dir, self.backend.target.region)
-        rows: list[Row] = []
-        for scenario in self.config.scenarios:
-            rows += self.scenario(scenario)
-        return rows
+    def names(self) -> tuple[str, ...]:
+        return ("external",) if self.config.endpoint_url else self.config.servers
 
-    def versions(self) -> dict[str, str]:
-        env = self.base_env(self.backend.target)
-        found = {
-            c.name: tools.version(c, exe, env)
-            for c in self.config.contenders
-            if (exe := self.located[c.name]) is not None
-        }
-        missing = {c.name: "not installed" for c in self.config.contenders if c.name not in found}
-        return found | missing | {"server": _server_version(self.backend)}
-
-    def scenario(self, scenario: Scenario) -> list[Row]:
-        prefix = f"bench/{scenario.name}/"
-        if not routable(self.backend.target.endpoint_url, scenario.latency, scenario.link):
-            note = "the latency proxy and the link relay need a plain HTTP endpoint"
-            return [Row(scenario, c.name, SKIPPED, note=note) for c in self.config.contenders]
-        data_dir = self.config.workdir / "data" / scenario.name
-        log(f"[{scenario.name}] making {scenario.title}")
-        objects = dataset.build(scenario, prefix, data_dir)
+    @contextlib.contextmanager
+    def started(self, name: str) -> Iterator[Backend | None]:
+        """The running server, or None when it is not installed."""
+        config = self.config
+        backend: Backend
+        if name == "external":
+            assert config.endpoint_url is not None
+            target = target_from_environment(config.endpoint_url, config.bucket, config.region)
+            backend = ExternalServer(target)
+        elif name == "seaweedfs":
+            if self.weed is None:
+                self.descriptions[name] = "SeaweedFS: not installed (`make bench-tools`)"
+                yield None
+                return
+            self.versions["server: seaweedfs"] = seaweed.version(self.weed)
+            backend = OwnSeaweed(self.weed, config.workdir / "seaweed", config.bucket).start()
+        else:
+            moto_server = OwnMoto(config.workdir, config.bucket, aws_like=name == "moto-aws-like")
+            backend = moto_server.start()
+            self.versions[f"server: {name}"] = f"moto {moto.__version__} (werkzeug, threaded)"
+        self.descriptions[name] = backend.description
         try:
-            rows = [self.ceiling(scenario, prefix, objects)] if self.config.with_ceiling else []
-            rows += [self.contender(scenario, c, prefix, objects) for c in self.config.contenders]
+            yield backend
         finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
-        return rows
+            backend.close()
 
-    def prepare(self, scenario: Scenario, prefix: str, objects: Sequence[ObjectSpec]) -> Target:
-        """An emptied server holding exactly ``objects``."""
-        self.backend.fresh(prefix, restart=scenario.total_bytes >= RESTART_BYTES)
-        target = self.backend.target
-        client = make_client(target)
+    @contextlib.contextmanager
+    def pinned(self, cpus: str) -> Iterator[Backend]:
+        """A SeaweedFS server of its own pinned to ``cpus`` (the scaling scenario)."""
+        assert self.weed is not None
+        backend = OwnSeaweed(
+            self.weed, self.config.workdir / "seaweed", self.config.bucket, cpus=cpus
+        ).start()
         try:
-            ensure_bucket(client, target.bucket)
-            threads = 16 if scenario.small_objects else min(4, scenario.count)
-            fill(client, target.bucket, objects, threads)
+            yield backend
         finally:
-            client.close()
-        return target
+            backend.close()
 
-    def ceiling(self, scenario: Scenario, prefix: str, objects: Sequence[ObjectSpec]) -> Row:
-        log(f"[{scenario.name}] server ceiling")
-        target = self.prepare(scenario, prefix, objects)
-        with (
-            tempfile.TemporaryDirectory(dir=self.config.workdir) as scratch,
-            Route(self.backend, scenario.latency, Path(scratch), scenario.link) as route,
-        ):
-            client = make_client(target, route.url, pool=max(self.config.ceiling_levels))
-            try:
-                best = measure(client, target.bucket, objects, self.config.ceiling_levels)
-            except CeilingError as exc:
-                log(f"[{scenario.name}] server ceiling: {exc}")
-                return Row(scenario, CEILING_NAME, FAILED, note=str(exc))
-            finally:
-                client.close()
-            route.close()
-        note = best.summary()
-        if route.relay_stats is not None:
-            # Over all probes, not just the best: the relay's busiest share of a core is what
-            # says whether it could have held the ceiling down.
-            note += f"; {route.relay_stats.note}"
-        row = Row(scenario, CEILING_NAME, CEILING, seconds=best.best.seconds, note=note)
-        log(f"[{scenario.name}] server ceiling: {best.best.rate()} ({best.best.probe.label})")
-        return row
 
-    def contender(
-        self, scenario: Scenario, contender: Contender, prefix: str, objects: Sequence[ObjectSpec]
-    ) -> Row:
-        exe = self.located[contender.name]
-        if exe is None:
-            log(f"[{scenario.name}] {contender.name}: not installed")
-            return Row(scenario, contender.name, NOT_INSTALLED, note="not found on PATH")
-        trials = [
-            self.trial(scenario, contender, exe, prefix, objects)
-            for _ in range(self.config.runs(scenario))
-        ]
-        row = aggregate(trials)
-        speed = (
-            f"{row.objects_per_second:,.1f} obj/s, {row.mib_per_second:,.1f} MiB/s"
-            if row.timed
-            else row.note
-        )
-        log(f"[{scenario.name}] {contender.name}: {row.status} {speed}")
-        return row
+def _ordered(rows: Sequence[Row], servers: Sequence[str]) -> list[Row]:
+    """Scenario by scenario, then server by server: the table reads scenario by server."""
+    scenario_order = {name: index for index, name in enumerate(SCENARIO_NAMES)}
+    server_order = {name: index for index, name in enumerate(servers)}
+    indexed = sorted(
+        enumerate(rows),
+        key=lambda item: (
+            scenario_order.get(item[1].scenario.name, 99),
+            server_order.get(item[1].server, 99),
+            item[0],
+        ),
+    )
+    return [row for _, row in indexed]
 
-    def trial(
-        self,
-        scenario: Scenario,
-        contender: Contender,
-        exe: str,
-        prefix: str,
-        objects: Sequence[ObjectSpec],
-    ) -> Row:
-        target = self.prepare(scenario, prefix, objects)
-        runs = self.config.workdir / "runs"
-        runs.mkdir(parents=True, exist_ok=True)
-        trial_dir = Path(tempfile.mkdtemp(prefix=f"{scenario.name}-{contender.name}-", dir=runs))
-        ctx = RunContext("", target, prefix, trial_dir / "base", trial_dir / "base" / "raw")
-        ctx.dest.mkdir(parents=True)
-        status = FAILED
-        try:
-            with Route(self.backend, scenario.latency, trial_dir, scenario.link) as route:
-                ctx = dataclasses.replace(ctx, url=route.url)
-                result = run_child(
-                    contender.command(exe, ctx),
-                    env=contender.env(ctx, self.base_env(target)),
-                    cwd=trial_dir,
-                    stdout=trial_dir / "stdout.txt",
-                    stderr=trial_dir / "stderr.txt",
-                    timeout=self.config.timeout,
-                )
-                counts = route.close()
-            status, note = self.judge(ctx, objects, result, trial_dir)
-            return Row(
-                scenario,
-                contender.name,
-                status,
-                seconds=result.wall_seconds,
-                cpu_seconds=result.cpu_seconds,
-                peak_rss_bytes=result.peak_rss_bytes,
-                requests=request_counts(counts),
-                note=note,
-                relay_cpu_seconds=route.relay_stats.cpu_seconds if route.relay_stats else None,
-            )
-        except LauncherError as exc:
-            return Row(scenario, contender.name, FAILED, note=f"{exc} (logs in {trial_dir})")
-        finally:
-            _clean_trial(trial_dir, keep_logs=status != OK)
 
-    def judge(
-        self, ctx: RunContext, objects: Sequence[ObjectSpec], result: ChildResult, logs: Path
-    ) -> tuple[str, str]:
-        """The run's status and, when it is not ok, what went wrong."""
-        if result.timed_out:
-            return TIMEOUT, f"killed after {self.config.timeout:.0f} s (logs in {logs})"
-        if result.exit_code != 0:
-            return FAILED, f"exit {result.exit_code}: {_tail(logs / 'stderr.txt')} (logs in {logs})"
-        client = make_client(ctx.target)
-        try:
-            verdict = verify(client, ctx.target.bucket, ctx.prefix, objects, ctx.dest)
-        finally:
-            client.close()
-        if not verdict.ok:
-            return WRONG, f"{verdict.summary} (logs in {logs})"
-        return OK, ""
+def run_bench(config: BenchConfig, command: str = "python -m benchmarks.run") -> BenchResult:
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    _check_space(config.workdir, config.scenarios)
+    path = tools.search_path(_environ_path())
+    servers = _Servers(config, path)
+    machine_info = machine.machine_info(config.workdir)  # before the load we add ourselves
+    biggest = max((s.total_bytes for s in config.scenarios), default=0)
+    rows: list[Row] = []
+    with destination(config.workdir, config.dest == DEST_LOOP, biggest) as dest:
+        if dest.fallback_note:
+            log(f"note: {dest.fallback_note}")
+        log(f"destinations on {dest.description}")
+        versions: dict[str, str] = {}
+        link_check = _check_links(config, servers.names(), config.link_check_bytes)
+        for name in servers.names():
+            scenarios = config.scenarios_on(name)
+            if not scenarios:
+                continue
+            with servers.started(name) as backend:
+                if backend is None:
+                    log(f"{name}: not installed; its scenarios are skipped")
+                    rows += not_installed_rows(name, scenarios, "weed not found: make bench-tools")
+                    continue
+                pinned = servers.pinned if name == "seaweedfs" else None
+                bench = ServerBench(config, backend, dest.root, path, pinned)
+                if not versions:
+                    versions = _versions(bench)
+                rows += bench.run(scenarios)
+    info = report.RunInfo(
+        date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        command=command,
+        servers=servers.descriptions,
+        counting={name: _COUNTING.get(name, "") for name in servers.descriptions},
+        versions=versions | servers.versions,
+        settings=_settings(config),
+        machine=machine_info | {"load average when it ended": machine.load_average()},
+        scenarios=config.scenarios,
+        link_check=link_check,
+        destination=_destination_text(dest),
+    )
+    return BenchResult(tuple(_ordered(rows, servers.names())), info)
 
-    def base_env(self, target: Target) -> dict[str, str]:
-        """The environment every contender starts from: the same keys, region and config."""
-        env = {k: v for k, v in os.environ.items() if not _foreign(k)}
-        env.update(target.credential_env())
-        env.update(
-            PATH=self.path,
-            AWS_CONFIG_FILE=str(self.config_dir / "aws-config"),
-            AWS_SHARED_CREDENTIALS_FILE=str(self.config_dir / "aws-credentials"),
-            RCLONE_CONFIG=str(self.config_dir / "rclone.conf"),
-            NO_PROXY="127.0.0.1,localhost",
-            no_proxy="127.0.0.1,localhost",
-        )
-        return env
+
+def _versions(bench: ServerBench) -> dict[str, str]:
+    env = bench.base_env(bench.backend.target)
+    found = {
+        c.name: tools.version(c, exe, env)
+        for c in bench.config.contenders
+        if (exe := bench.located[c.name]) is not None
+    }
+    return found | {c.name: "not installed" for c in bench.config.contenders if c.name not in found}
+
+
+def _destination_text(dest: Destination) -> str:
+    text = f"Every destination folder was on {dest.description}."
+    if dest.fallback_note:
+        text += f" Note: {dest.fallback_note}."
+    return text + " benchmarks/README.md says why the bench mounts a journaled ext4 of its own."
 
 
 def _environ_path() -> str:
     return os.environ.get("PATH", "")
-
-
-def _foreign(name: str) -> bool:
-    return name.startswith(_FOREIGN_PREFIXES) or name.upper() in _FOREIGN_NAMES
-
-
-def _write_tool_configs(config_dir: Path, region: str) -> None:
-    """Config files that only the bench's settings are in (not the user's ~/.aws, rclone.conf)."""
-    config_dir.mkdir(parents=True, exist_ok=True)
-    (config_dir / "aws-config").write_text(
-        f"[default]\nregion = {region}\ns3 =\n    max_concurrent_requests = {tools.CONCURRENCY}\n"
-    )
-    (config_dir / "aws-credentials").write_text("")
-    (config_dir / "rclone.conf").write_text("")
-
-
-def _tail(path: Path) -> str:
-    try:
-        text = path.read_text(errors="replace").strip()
-    except OSError:
-        return "no stderr"
-    return " ".join(text[-_STDERR_TAIL:].split()) or "no stderr"
-
-
-def _clean_trial(trial_dir: Path, keep_logs: bool) -> None:
-    """Remove the downloaded data; keep a failed run's stdout/stderr to look at."""
-    if keep_logs:
-        shutil.rmtree(trial_dir / "base", ignore_errors=True)
-    else:
-        shutil.rmtree(trial_dir, ignore_errors=True)
-
-
-def _server_version(backend: Backend) -> str:
-    if isinstance(backend, OwnMoto):
-        return f"moto {moto.__version__} ({backend.description}, werkzeug, threaded)"
-    return backend.description
 
 
 def _check_space(workdir: Path, scenarios: Sequence[Scenario]) -> None:
@@ -345,45 +223,10 @@ def _check_space(workdir: Path, scenarios: Sequence[Scenario]) -> None:
         )
 
 
-@contextlib.contextmanager
-def _backend(config: BenchConfig) -> Iterator[Backend]:
-    if config.endpoint_url:
-        target = target_from_environment(config.endpoint_url, config.bucket, config.region)
-        yield ExternalServer(target)
-        return
-    server = OwnMoto(config.workdir, config.bucket, aws_like=config.aws_like).start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def run_bench(config: BenchConfig, command: str = "python -m benchmarks.run") -> BenchResult:
-    config.workdir.mkdir(parents=True, exist_ok=True)
-    _check_space(config.workdir, config.scenarios)
-    with _backend(config) as backend:
-        machine = report.machine_info(config.workdir)  # before the load we add ourselves
-        bench = _Bench(config, backend)
-        versions = bench.versions()
-        link_check = _check_links(config.scenarios, config.link_check_bytes)
-        rows = bench.run()
-        info = report.RunInfo(
-            date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            command=command,
-            server=backend.description,
-            counting=_counting(backend),
-            versions=versions,
-            settings=_settings(config),
-            machine=machine | {"load average when it ended": report.load_average()},
-            scenarios=config.scenarios,
-            link_check=link_check,
-        )
-    return BenchResult(tuple(rows), info)
-
-
-def _check_links(scenarios: Sequence[Scenario], stream_bytes: int) -> str | None:
-    """Measure each distinct link the scenarios use before trusting figures taken over it."""
-    links = list(dict.fromkeys(s.link for s in scenarios if s.link is not None))
+def _check_links(config: BenchConfig, servers: Sequence[str], stream_bytes: int) -> str | None:
+    """Measure each distinct link the run's scenarios use before trusting figures over it."""
+    used = [s for name in servers for s in config.scenarios_on(name)]
+    links = list(dict.fromkeys(s.link for s in used if s.link is not None))
     texts = []
     for link in links:
         log(f"checking the link: {link.title}")
@@ -393,15 +236,6 @@ def _check_links(scenarios: Sequence[Scenario], stream_bytes: int) -> str | None
     return "\n\n".join(texts) if texts else None
 
 
-def _counting(backend: Backend) -> str:
-    if isinstance(backend, OwnMoto):
-        return (
-            "from moto's request log (no proxy in the path), and by the latency proxy in the "
-            "latency scenario"
-        )
-    return "by a counting proxy (latency 0) in front of the endpoint, where it is plain HTTP"
-
-
 def _settings(config: BenchConfig) -> dict[str, str]:
     settings = {c.name: c.settings for c in config.contenders}
     levels = ", ".join(str(level) for level in config.ceiling_levels)
@@ -409,25 +243,21 @@ def _settings(config: BenchConfig) -> dict[str, str]:
         f"fastest of probes at {levels} threads (`http.client`, presigned GET URLs, one kept "
         "connection per thread, bytes discarded); where a scenario has fewer objects than "
         "threads also equal ranges per object, and for objects over 8 MiB 16 threads of 8 MiB "
-        "ranges"
+        "ranges; in the scaling scenario the probes run on core 1"
     )
+    big = config.repeat if config.repeat_big is None else config.repeat_big
+    runs = f"{config.repeat} run(s) each, the median reported"
+    if big != config.repeat:
+        runs = (
+            f"{config.repeat} run(s) each in the scenarios of small objects, {big} in those of "
+            "big objects, the median reported"
+        )
     settings["every contender"] = (
         "the same access keys and region in the environment, its own empty config files "
         "(AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, RCLONE_CONFIG), no proxies, a fresh "
-        f"empty destination; {_runs_text(config)}; timeout "
-        f"{config.timeout:.0f} s"
+        f"empty destination; {runs}; timeout {config.timeout:.0f} s"
     )
     return settings
-
-
-def _runs_text(config: BenchConfig) -> str:
-    big = config.repeat if config.repeat_big is None else config.repeat_big
-    if big == config.repeat:
-        return f"{config.repeat} run(s) each, the median reported"
-    return (
-        f"{config.repeat} run(s) each in the scenarios of small objects, {big} in those of big "
-        "objects, the median reported"
-    )
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -445,16 +275,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0] if __doc__ else ""
     )
-    parser.add_argument("--scenarios", default=",".join(SCENARIO_NAMES))
-    parser.add_argument("--contenders", default=",".join(tools.ALL))
-    parser.add_argument("--endpoint-url", default=None, help="default: a local moto server")
     parser.add_argument(
-        "--server",
-        choices=("moto-aws-like", "moto"),
-        default="moto-aws-like",
-        help="the local server: moto honouring DeleteObjects' per-key ETag as AWS documents "
-        "(default), or moto as released",
+        "--scenarios",
+        default=None,
+        help=f"default: all ({','.join(SCENARIO_NAMES)}); with --smoke "
+        f"{','.join(SMOKE_SCENARIO_NAMES)}",
     )
+    parser.add_argument("--contenders", default=",".join(tools.ALL))
+    parser.add_argument(
+        "--servers",
+        default=",".join(DEFAULT_SERVERS),
+        help="our own servers, one after the other: moto-aws-like (moto honouring "
+        "DeleteObjects' per-key ETag as AWS documents), moto (as released), seaweedfs "
+        f"(default: {','.join(DEFAULT_SERVERS)})",
+    )
+    parser.add_argument("--endpoint-url", default=None, help="another server instead of ours")
     parser.add_argument("--bucket", default=DEFAULT_BUCKET)
     parser.add_argument("--region", default=None)
     parser.add_argument(
@@ -464,14 +299,25 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"runs per contender, the median reported (default: 1, and {BIG_REPEAT} in the "
         "scenarios of big objects; 1 with --smoke)",
     )
+    parser.add_argument(
+        "--dest",
+        choices=(DEST_LOOP, DEST_WORKDIR),
+        default=DEST_LOOP,
+        help="where contenders write: a journaled ext4 image mounted by the bench (default; "
+        "needs root, else the work folder with a note), or the work folder's file system",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; writes to work/")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--output", type=Path, default=None, help="where the markdown goes")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     args = parser.parse_args(argv)
     try:
-        args.scenario_names = _names(args.scenarios, SCENARIO_NAMES, "--scenarios")
+        default = SMOKE_SCENARIO_NAMES if args.smoke else SCENARIO_NAMES
+        args.scenario_names = _names(
+            args.scenarios or ",".join(default), SCENARIO_NAMES, "--scenarios"
+        )
         args.contender_names = _names(args.contenders, list(tools.ALL), "--contenders")
+        args.server_names = _names(args.servers, SERVER_NAMES, "--servers")
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     if args.repeat is not None and args.repeat < 1:
@@ -486,7 +332,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         contenders=tuple(tools.ALL[name] for name in args.contender_names),
         workdir=WORKDIR,
         endpoint_url=args.endpoint_url,
-        aws_like=args.server == "moto-aws-like",
+        servers=tuple(args.server_names),
         bucket=args.bucket,
         region=args.region,
         repeat=args.repeat or 1,
@@ -494,11 +340,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         timeout=args.timeout or (SMOKE_TIMEOUT if args.smoke else FULL_TIMEOUT),
         ceiling_levels=SMOKE_LEVELS if args.smoke else FULL_LEVELS,
         link_check_bytes=SMOKE_LINK_CHECK_BYTES if args.smoke else CHECK_BYTES,
+        dest=args.dest,
     )
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # SystemExit unwinds the with-blocks: the contender, the proxy and moto are stopped too.
+    # SystemExit unwinds the with-blocks: the contender, the proxies and servers are stopped.
     raise SystemExit(128 + signum)
 
 
@@ -511,14 +358,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     output = args.output or (SMOKE_RESULTS if args.smoke else RESULTS)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report.results_markdown(result.rows, result.info))
-    complete = len(config.scenarios) == len(SCENARIO_NAMES)
+    complete = len(config.scenarios) == len(SCENARIO_NAMES) and set(DEFAULT_SERVERS) <= set(
+        config.servers
+    )
     if not (args.smoke or args.no_readme or args.output) and complete:
         block = report.readme_block(result.rows, result.info)
         if not report.replace_readme_block(README, block):
             log("README.md has no bench block markers; left alone")
     print(report.table(result.rows))
+    scaling = report.scaling_table(result.rows)
+    if scaling:
+        print()
+        print(scaling)
     print()
-    print(report.checks_table(report.target_checks(result.rows)))
+    print(checks_table(target_checks(result.rows)))
     log(f"written to {output}")
 
 

@@ -31,6 +31,9 @@ class Link:
 # What a client far from its S3 region sees: a 20 ms round trip, and each TCP connection
 # capped at 16 MiB/s, so a tool's number of connections decides its speed on big objects.
 WAN = Link(delay=0.010, rate=16 * MIB)
+# What an ETL host in the cloud sees of S3 in its region: a 25 ms round trip (first-byte
+# latency of a small GET), and about 90 MiB/s per connection.
+CLOUD = Link(delay=0.0125, rate=90 * MIB)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class Scenario:
     latency: float = 0.0
     # Every connection goes through this link (a relay process); None means direct.
     link: Link | None = None
+    # Runs on a server pinned to core 0, each contender pinned to core 1 and then to cores
+    # 0-1: how a drain grows from one core to two.
+    scaling: bool = False
 
     @property
     def total_bytes(self) -> int:
@@ -54,6 +60,8 @@ class Scenario:
             text += f", +{self.latency * 1000:.0f} ms per response"
         if self.link:
             text += f", over a link of {self.link.title}"
+        if self.scaling:
+            text += ", server on core 0, the drain on core 1 and then on cores 0-1"
         return text
 
     @property
@@ -76,6 +84,10 @@ FULL: dict[str, Scenario] = {
     "latency": Scenario("latency", 2000, 4 * KIB, latency=0.02),
     "large-wan": Scenario("large-wan", 20, 64 * MIB, link=WAN),
     "huge-wan": Scenario("huge-wan", 1, 1 * GIB, link=WAN),
+    "small-cloud": Scenario("small-cloud", 2000, 4 * KIB, link=CLOUD),
+    "large-cloud": Scenario("large-cloud", 20, 64 * MIB, link=CLOUD),
+    "huge-cloud": Scenario("huge-cloud", 1, 1 * GIB, link=CLOUD),
+    "scaling": Scenario("scaling", 2000, 4 * KIB, scaling=True),
 }
 
 # Tiny, so the whole smoke run takes seconds; "huge" still crosses s3drain's default 16 MiB
@@ -87,6 +99,29 @@ SMOKE: dict[str, Scenario] = {
     "latency": Scenario("latency", 50, 4 * KIB, latency=0.02),
     "large-wan": Scenario("large-wan", 2, 2 * MIB, link=WAN),
     "huge-wan": Scenario("huge-wan", 1, 24 * MIB, link=WAN),
+    "small-cloud": Scenario("small-cloud", 50, 4 * KIB, link=CLOUD),
+    "large-cloud": Scenario("large-cloud", 2, 2 * MIB, link=CLOUD),
+    "huge-cloud": Scenario("huge-cloud", 1, 24 * MIB, link=CLOUD),
+    "scaling": Scenario("scaling", 50, 4 * KIB, scaling=True),
 }
 
 SCENARIO_NAMES = tuple(FULL)
+
+# Which scenarios run on which server. moto keeps what it models (a server that is the limit,
+# and the 16 MiB/s wan link of the last rounds); the fast server gets the `cloud` link and the
+# scaling runs, which on moto would measure moto.
+MOTO_SCENARIOS = ("small", "large", "huge", "latency", "large-wan", "huge-wan")
+FAST_SCENARIOS = ("small", "large", "huge", "small-cloud", "large-cloud", "huge-cloud", "scaling")
+SERVER_SCENARIOS: dict[str, tuple[str, ...]] = {
+    "moto-aws-like": MOTO_SCENARIOS,
+    "moto": MOTO_SCENARIOS,
+    "seaweedfs": FAST_SCENARIOS,
+    # Nothing to pin on a server we did not start.
+    "external": tuple(name for name in SCENARIO_NAMES if name != "scaling"),
+}
+SERVER_NAMES = ("moto-aws-like", "moto", "seaweedfs")
+# `make bench-smoke` keeps to about a minute: each path of the harness once (both servers, a
+# link relay and ranged GETs on each, the pinned server), not every scenario. The latency
+# proxy is in tests/test_bench_smoke.py.
+SMOKE_SCENARIO_NAMES = ("small", "huge-wan", "huge-cloud", "scaling")
+DEFAULT_SERVERS = ("moto-aws-like", "seaweedfs")

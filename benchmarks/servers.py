@@ -1,8 +1,9 @@
 """The server a bench talks to, the latency proxy in front of it, and who counts the requests.
 
-Our own moto server runs in its own process (``tests.support.server.MotoServer`` spawns
-``python -m moto.server``) with its request log in a file we own: counting requests from that
-log costs nothing, whereas a Python proxy in the path of every run would take one of this
+Our own servers run in their own processes and count for us: moto
+(``tests.support.server.MotoServer`` spawns ``python -m moto.server``) in its request log, a
+file we own, and SeaweedFS in its Prometheus metrics (benchmarks/seaweed.py). Reading either
+costs nothing, whereas a Python proxy in the path of every run would take one of this
 machine's two cores from the contenders. The proxy (``python -m tests.support.proxy``, its own
 process) is used where it is needed anyway: the latency scenario, and an external endpoint,
 whose log we cannot read. The wan scenarios put a link relay (``python -m benchmarks.wan``, a
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 from benchmarks.s3 import DEFAULT_REGION, LOCAL_CREDENTIALS, Target, empty_prefix, make_client
 from benchmarks.scenarios import Link
+from benchmarks.seaweed import process_cpu_seconds
 from tests.support.proxy import s3_operation, split_target
 from tests.support.server import MotoServer, stop_process
 
@@ -42,15 +44,22 @@ class Backend(Protocol):
     def target(self) -> Target: ...
 
     @property
+    def name(self) -> str:
+        """Short: moto-aws-like, moto, seaweedfs, external."""
+
+    @property
     def description(self) -> str: ...
 
     def fresh(self, prefix: str, restart: bool) -> None:
         """Make the server hold nothing under ``prefix`` before the next fill."""
 
-    def log_offset(self) -> int | None:
-        """A position in the request log, or None where there is no log to count from."""
+    def count_mark(self) -> object | None:
+        """Where the server's own request count stands, or None where it cannot be read."""
 
-    def counts_since(self, offset: int) -> Counter[str]: ...
+    def counts_since(self, mark: object) -> Counter[str]: ...
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the server process has spent so far; None when it is not ours."""
 
     def close(self) -> None: ...
 
@@ -75,6 +84,10 @@ class OwnMoto:
         return Target(self._server.url, self._bucket, DEFAULT_REGION, key, secret)
 
     @property
+    def name(self) -> str:
+        return "moto-aws-like" if self._aws_like else "moto"
+
+    @property
     def description(self) -> str:
         if self._aws_like:
             return (
@@ -91,13 +104,17 @@ class OwnMoto:
         else:
             self._server.reset()
 
-    def log_offset(self) -> int | None:
+    def count_mark(self) -> object | None:
         return self._log.stat().st_size if self._log.exists() else 0
 
-    def counts_since(self, offset: int) -> Counter[str]:
+    def counts_since(self, mark: object) -> Counter[str]:
+        assert isinstance(mark, int)
         with self._log.open("rb") as log:
-            log.seek(offset)
+            log.seek(mark)
             return count_log_lines(log.read().decode(errors="replace"))
+
+    def cpu_seconds(self) -> float | None:
+        return process_cpu_seconds(self._server.pid)
 
     def close(self) -> None:
         self._server.close()
@@ -115,6 +132,10 @@ class ExternalServer:
         return self._target
 
     @property
+    def name(self) -> str:
+        return "external"
+
+    @property
     def description(self) -> str:
         return f"external endpoint {self._target.endpoint_url}"
 
@@ -125,11 +146,14 @@ class ExternalServer:
         finally:
             client.close()
 
-    def log_offset(self) -> int | None:
+    def count_mark(self) -> object | None:
         return None
 
-    def counts_since(self, offset: int) -> Counter[str]:
+    def counts_since(self, mark: object) -> Counter[str]:
         raise RuntimeError("an external endpoint has no request log here")
+
+    def cpu_seconds(self) -> float | None:
+        return None
 
     def close(self) -> None:
         pass
@@ -184,8 +208,9 @@ class RelayStats:
 class Route:
     """Where a contender sends its requests, and who counts them.
 
-    Direct to our moto (counted from its log), or through a proxy process (latency and/or
-    counting), and for a wan scenario through the link relay in front of that.
+    Direct to our server (counted from moto's log or SeaweedFS's metrics), or through a proxy
+    process (latency and/or counting), and for a wan or cloud scenario through the link relay
+    in front of that.
     ``close()`` returns the counts, or None when nobody could count; ``relay_stats`` is then
     the relay's own account of the run.
     """
@@ -194,7 +219,7 @@ class Route:
         self, backend: Backend, latency: float, workdir: Path, link: Link | None = None
     ) -> None:
         self._backend = backend
-        self._offset: int | None = None
+        self._mark: object | None = None
         self._proxy: subprocess.Popen[str] | None = None
         self._relay: subprocess.Popen[str] | None = None
         self._counts_file = workdir / "proxy-counts.json"
@@ -202,12 +227,12 @@ class Route:
         self._relay_file = workdir / "relay-stats.json"
         self.relay_stats: RelayStats | None = None
         upstream = backend.target.endpoint_url
-        offset = backend.log_offset()
+        mark = backend.count_mark()
         if not routable(upstream, latency, link):
             raise ValueError("the latency proxy and the link relay need a plain HTTP endpoint")
-        if latency == 0 and offset is not None:
+        if latency == 0 and mark is not None:
             self.url = upstream
-            self._offset = offset
+            self._mark = mark
         elif proxyable(upstream):
             self.url = self._start_proxy(_with_port(upstream), latency)
         else:
@@ -265,8 +290,8 @@ class Route:
             self._stop_relay()
             # The relay writes its figures on SIGTERM.
             self.relay_stats = _relay_stats(self._relay_file)
-        if self._offset is not None:
-            return self._backend.counts_since(self._offset)
+        if self._mark is not None:
+            return self._backend.counts_since(self._mark)
         if self._proxy is None:
             return None
         self._stop_proxy()

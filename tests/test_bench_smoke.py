@@ -4,14 +4,18 @@ The wan link is the exception, and only where physics decides: a relay that dela
 can be slower than asked for on a busy machine, but never faster.
 
 Only s3drain and the naive loop take part, so CI needs neither rclone, s5cmd nor the AWS CLI.
-The wan scenarios need no privileges: their link is a relay process on loopback.
+The wan scenarios need no privileges: their link is a relay process on loopback. SeaweedFS
+takes part where `make bench-tools` installed it; its counting and the launcher's memory of a
+process tree are checked without it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,18 +23,24 @@ from pathlib import Path
 import pytest
 
 from benchmarks import report
-from benchmarks.contenders import NAIVE, S3DRAIN, Contender, RunContext, naive_command
+from benchmarks.child import run_child
+from benchmarks.config import BenchConfig
+from benchmarks.contenders import NAIVE, S3DRAIN, Contender, RunContext, naive_command, search_path
+from benchmarks.linkcheck import ZeroSource, check_link
 from benchmarks.results import CEILING, CEILING_NAME, FAILED, OK, WRONG, Row
-from benchmarks.run import BenchConfig, BenchResult, run_bench
-from benchmarks.scenarios import MIB, SMOKE
+from benchmarks.run import BenchResult, run_bench
+from benchmarks.scenarios import MIB, MOTO_SCENARIOS, SMOKE
+from benchmarks.seaweed import locate, parse_request_counts
 from benchmarks.servers import count_log_lines
-from benchmarks.wan import Relay, ZeroSource, check_link
+from benchmarks.wan import Relay
+
+WEED = locate(search_path(os.environ.get("PATH", "")))
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> BenchResult:
     config = BenchConfig(
-        scenarios=tuple(SMOKE.values()),
+        scenarios=tuple(SMOKE[name] for name in MOTO_SCENARIOS),
         contenders=(S3DRAIN, NAIVE),
         workdir=tmp_path_factory.mktemp("bench"),
         timeout=120.0,
@@ -43,7 +53,7 @@ def _rows(result: BenchResult, scenario: str) -> dict[str, Row]:
     return {row.contender: row for row in result.rows if row.scenario.name == scenario}
 
 
-@pytest.mark.parametrize("scenario", list(SMOKE))
+@pytest.mark.parametrize("scenario", MOTO_SCENARIOS)
 def test_every_scenario_has_a_ceiling_and_verified_contenders(
     smoke: BenchResult, scenario: str
 ) -> None:
@@ -60,12 +70,15 @@ def test_every_scenario_has_a_ceiling_and_verified_contenders(
         assert row.cpu_per_1000_objects is not None and row.cpu_per_1000_objects > 0
         # A bare interpreter is a few MiB; a drain of these sizes stays far below 1 GiB.
         assert row.peak_rss_mib is not None and 5 < row.peak_rss_mib < 1024
+        assert row.peak_rss_sum_mib is not None and row.peak_rss_sum_mib >= row.peak_rss_mib
+        # The server is ours: its CPU during the run is measured.
+        assert row.server_cpu_seconds is not None and row.server_cpu_seconds >= 0
         assert (row.cpu_per_gib is None) == row.scenario.small_objects
         # The relay's own CPU is reported exactly where a relay was in the path.
         assert (row.relay_cpu_seconds is not None) == (row.scenario.link is not None)
 
 
-@pytest.mark.parametrize("scenario", list(SMOKE))
+@pytest.mark.parametrize("scenario", MOTO_SCENARIOS)
 def test_requests_are_counted_by_type(smoke: BenchResult, scenario: str) -> None:
     for name in ("s3drain", "naive"):
         row = _rows(smoke, scenario)[name]
@@ -79,13 +92,13 @@ def test_requests_are_counted_by_type(smoke: BenchResult, scenario: str) -> None
 
 def test_results_markdown_has_table_targets_and_versions(smoke: BenchResult) -> None:
     text = report.results_markdown(smoke.rows, smoke.info)
-    assert "| small | s3drain | ok |" in text
-    assert "| latency | naive | ok |" in text
-    assert "The issue's targets for s3drain" in text
+    assert "| small | moto-aws-like | s3drain | ok |" in text
+    assert "| latency | moto-aws-like | naive | ok |" in text
+    assert "Issue 19's targets for s3drain" in text
     assert "**s3drain**: s3drain" in text  # its --version output
-    assert "**server**: moto" in text
-    assert "## The wan link" in text
-    assert "| large-wan | s3drain | ok |" in text
+    assert "**moto-aws-like**: moto server" in text
+    assert "## The links" in text
+    assert "| large-wan | moto-aws-like | s3drain | ok |" in text
 
 
 def test_the_wan_link_never_beats_its_delay_or_its_cap() -> None:
@@ -147,7 +160,7 @@ def test_a_wrong_result_is_marked_wrong_and_not_timed(tmp_path: Path) -> None:
         assert row.mib_per_second is None
         assert row.cpu_per_1000_objects is None
     table = report.table(list(rows.values()))
-    assert "| small | corrupts-a-file | wrong | — | — |" in table
+    assert "| small | moto-aws-like | corrupts-a-file | wrong | — | — |" in table
 
 
 def test_request_log_lines_are_counted_as_s3_operations() -> None:
@@ -176,7 +189,7 @@ def test_readme_block_is_replaced_between_its_markers(smoke: BenchResult, tmp_pa
     assert report.replace_readme_block(readme, report.readme_block(smoke.rows, smoke.info))
     text = readme.read_text()
     assert "old" not in text
-    assert "| small | **s3drain** |" in text
+    assert "| small | moto-aws-like | **s3drain** |" in text
     assert text.endswith(f"{report.README_END}\n\n## After\n")
     readme.write_text("no markers\n")
     assert not report.replace_readme_block(readme, "block")
@@ -199,3 +212,84 @@ def test_the_wan_relay_lets_go_of_a_client_that_leaves_mid_body() -> None:
     finally:
         relay.close()
         source.close()
+
+
+def test_seaweedfs_metrics_are_counted_by_class() -> None:
+    # SeaweedFS 4.48's metrics after one PUT, two GETs, a HEAD (all "GET"), a listing, a
+    # DeleteObjects and a refused DeleteObject with If-Match (both "DELETE").
+    text = "\n".join(
+        [
+            "# HELP SeaweedFS_s3_request_total Counter of s3 requests.",
+            "# TYPE SeaweedFS_s3_request_total counter",
+            'SeaweedFS_s3_request_total{bucket="b",code="200",type="GET"} 2',
+            'SeaweedFS_s3_request_total{bucket="b",code="206",type="GET"} 1',
+            'SeaweedFS_s3_request_total{bucket="b",code="200",type="LIST"} 1',
+            'SeaweedFS_s3_request_total{bucket="b",code="200",type="PUT"} 1',
+            'SeaweedFS_s3_request_total{bucket="b",code="200",type="DELETE"} 1',
+            'SeaweedFS_s3_request_total{bucket="b",code="412",type="DELETE"} 1',
+            'SeaweedFS_s3_request_total{bucket="",code="403",type="GET"} 1',
+            'SeaweedFS_s3_request_seconds_count{bucket="b",type="GET"} 3',
+            'SeaweedFS_s3_deleted_objects{bucket="b"} 1000',
+        ]
+    )
+    assert parse_request_counts(text) == {"GET": 4, "LIST": 1, "PUT": 1, "DELETE": 2}
+
+
+# A parent and the child it forks each touch memory of their own (after the fork, so nothing
+# is shared): wait4 would report the larger of the two, the tree's sum is both.
+_FORKER = """
+import os, time
+pid = os.fork()
+mine = bytearray((60 if pid == 0 else 40) << 20)
+for i in range(0, len(mine), 4096):
+    mine[i] = 1
+time.sleep(0.6)
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_the_launcher_reports_a_process_tree_per_process_and_in_all(tmp_path: Path) -> None:
+    result = run_child(
+        [sys.executable, "-I", "-S", "-c", _FORKER],
+        env={},
+        cwd=tmp_path,
+        stdout=tmp_path / "stdout.txt",
+        stderr=tmp_path / "stderr.txt",
+        timeout=60.0,
+        cpus="0",
+    )
+    assert result.exit_code == 0
+    assert result.processes == 2
+    one, total = result.peak_rss_bytes / MIB, result.peak_rss_sum_bytes / MIB
+    # The child: 60 MiB and an interpreter's few; the tree: 100 MiB and two interpreters.
+    assert 60 <= one < 90
+    assert 100 <= total < 130
+
+
+@pytest.mark.skipif(WEED is None, reason="SeaweedFS's weed is not installed (make bench-tools)")
+def test_a_smoke_run_on_seaweedfs_counts_requests_and_server_cpu(tmp_path: Path) -> None:
+    config = BenchConfig(
+        scenarios=(SMOKE["small"], SMOKE["scaling"]),
+        contenders=(S3DRAIN, NAIVE),
+        workdir=tmp_path,
+        servers=("seaweedfs",),
+        timeout=120.0,
+        ceiling_levels=(4,),
+    )
+    result = run_bench(config, command="pytest")
+    rows = {(row.scenario.name, row.label): row for row in result.rows}
+    assert rows[("small", CEILING_NAME)].status == CEILING
+    for row in (rows[("small", "s3drain")], rows[("small", "naive")]):
+        assert row.status == OK, row.note
+        counts = dict(row.requests or ())
+        assert counts["GET"] >= row.scenario.count
+        assert counts["DELETE"] >= 1 and counts["LIST"] >= 1
+        assert row.server_cpu_seconds is not None and row.server_cpu_seconds > 0
+    # s3drain's deletes are batched: SeaweedFS honours DeleteObjects' per-key ETag.
+    assert dict(rows[("small", "s3drain")].requests or ())["DELETE"] < 5
+    # The scaling runs: s3drain on core 1, then on cores 0-1 (naive is not one of them).
+    assert rows[("scaling", "s3drain (core 1)")].status == OK
+    assert rows[("scaling", "s3drain (cores 0-1)")].status == OK
+    assert ("scaling", "naive (core 1)") not in rows
