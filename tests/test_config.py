@@ -96,7 +96,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.match is None  # --match no longer does anything (a warning says so)
     assert settings.delete_mode == "auto" and not settings.require_exact_delete
     assert settings.ledger_retention == 90 * 86400
-    assert settings.workers == 16
+    assert settings.workers == 64
     assert settings.part_size == 8 * MiB
     assert settings.min_age is None
     assert settings.shard is None

@@ -98,9 +98,10 @@ def test_drains_more_than_one_page_of_nested_keys(tmp_path: Path, s3aws: S3Clien
     requests = run.result.info.requests
     assert requests["ListObjectsV2"] == 2
     assert requests["GetObject"] == 1234
-    # one full batch of 1000, then the rest when the run ends (the timer is out of reach); and
-    # the probe's two (with an ETag, then without, since moto answers NoSuchKey to the first)
-    assert requests["DeleteObjects"] == 2 + 2
+    # one full batch of 1000 (sent as four requests of 250 side by side), then the rest (234,
+    # one request) when the run ends (the timer is out of reach); and the probe's two (with an
+    # ETag, then without, since moto answers NoSuchKey to the first)
+    assert requests["DeleteObjects"] == 4 + 1 + 2
     assert "downloaded" in run.summary and "result: ok" in run.summary
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from s3drain.drain.fanout import FanOut
+from s3drain.drain.slots import Backlog
 
 MiB = 1024 * 1024
 STEP = 0.05  # simulated seconds per step
@@ -92,3 +93,18 @@ def test_what_is_learned_carries_over_and_no_growth_is_tried_without_demand() ->
         now[0] += STEP
     fanout.level = 6  # learned earlier in the run
     assert fanout.wanted(can_grow=False) == 6  # the next object starts where the run is
+
+
+def test_the_tail_shares_its_streams_among_the_large_objects_still_streaming() -> None:
+    backlog = Backlog()
+    with backlog.large():
+        assert backlog.floor(4) == 1  # the listing goes on: the fan-out alone decides
+        backlog.listed_all.set()
+        assert backlog.floor(4) == 4  # the lone large object of the tail
+        with backlog.large():
+            assert backlog.floor(4) == 2
+            backlog.queued()  # an object waits for a worker: not the tail yet
+            assert backlog.floor(4) == 1
+            backlog.started()
+            with backlog.large(), backlog.large(), backlog.large():
+                assert backlog.floor(4) == 1  # five large objects need no extra streams

@@ -22,9 +22,9 @@ import pytest
 from awscrt import checksums as crt
 from botocore.exceptions import ClientError
 
-from s3drain.drain.fanout import FixedStreams
-from s3drain.drain.fetch import Fetcher, fetch
-from s3drain.drain.slots import GetSlots
+from s3drain.drain.fanout import FanOut, FixedStreams, StreamPolicy
+from s3drain.drain.fetch import TAIL_STREAMS, Fetcher, fetch
+from s3drain.drain.slots import Backlog, GetSlots
 from s3drain.drain.verify import Interrupted, ObjectChanged
 from s3drain.errors import TransientError
 from s3drain.local.fs import LocalFS
@@ -128,6 +128,8 @@ def fetcher(
     part_size: int = MiB,
     threshold: int = 2 * MiB,
     stop: threading.Event | None = None,
+    policy: StreamPolicy | None = None,
+    backlog: Backlog | None = None,
 ) -> Fetcher:
     return Fetcher(
         client=server,  # type: ignore[arg-type]
@@ -139,7 +141,8 @@ def fetcher(
         part_size=part_size,
         stop=stop or threading.Event(),
         slots=GetSlots(8),
-        streams=FixedStreams(streams),
+        streams=policy or FixedStreams(streams),
+        backlog=backlog or Backlog(),
     )
 
 
@@ -266,3 +269,31 @@ def test_a_stop_interrupts_every_stream(tmp_path: Path, pool: ThreadPoolExecutor
     with pytest.raises(Interrupted):
         run(fetcher(server, pool, streams=4, stop=stop), server, tmp_path)
     assert time.monotonic() - started < 2
+
+
+def _tail() -> Backlog:
+    backlog = Backlog()
+    backlog.listed_all.set()
+    return backlog
+
+
+def test_in_the_runs_tail_a_large_object_takes_ranges_before_the_fan_out_has_measured(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    server = Server(os.urandom(8 * MiB))
+    # A fan-out that has measured nothing yet wants one stream, for seconds.
+    _, data = run(fetcher(server, pool, policy=FanOut(16), backlog=_tail()), server, tmp_path)
+    assert data == server.data
+    # Several ranges at once (as many as the idle slots and part sizes allow), not one stream.
+    assert 3 <= len(server.ranged()) <= TAIL_STREAMS - 1
+
+
+def test_while_objects_wait_to_start_the_fan_out_alone_decides(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    server = Server(os.urandom(8 * MiB))
+    waiting = _tail()
+    waiting.queued()  # another object is still to start
+    _, data = run(fetcher(server, pool, policy=FanOut(16), backlog=waiting), server, tmp_path)
+    assert data == server.data
+    assert server.ranged() == []

@@ -32,6 +32,7 @@ from botocore.exceptions import (
 )
 
 from s3drain.drain.direct_fetch import Done, Failed, PathBlocked, TempBusy
+from s3drain.drain.direct_streams import DirectSwitch
 from s3drain.drain.fanout import FixedStreams
 from s3drain.drain.fetch import Fetcher
 from s3drain.drain.fetch_pool import FetchProcessBug, InlinePool, failure
@@ -410,7 +411,7 @@ def test_an_answer_botocore_would_have_handled_hands_every_get_back_to_botocore(
         slots=GetSlots(4),
         streams=FixedStreams(1),
     )
-    transfer = Transfer(fetcher, fs, refused, warnings.append)
+    transfer = Transfer(fetcher, fs, refused, DirectSwitch(warnings.append))
     for record in records:
         target = str(tmp_path / record.key)
         got = download(transfer, record, target)

@@ -59,7 +59,9 @@ def add_s3_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--connect-timeout", metavar="SECONDS", help="default 10")
     group.add_argument("--read-timeout", metavar="SECONDS", help="default 60")
     group.add_argument(
-        "--workers", metavar="N", help="parallel transfers (default 16 for drain, 8 for ingest)"
+        "--workers",
+        metavar="N",
+        help="objects in flight at once (default 64 for drain, 8 for ingest)",
     )
     group.add_argument(
         "--env-file", metavar="FILE", help=f"settings file (default {DEFAULT_ENV_FILE}, if present)"

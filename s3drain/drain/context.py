@@ -12,6 +12,7 @@ from s3drain.drain.deleter import Deleter
 from s3drain.drain.linker import Linker
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.settings import DrainSettings
+from s3drain.drain.slots import Backlog
 from s3drain.drain.transfer import Transfer
 from s3drain.errors import InternalError, S3DrainError
 from s3drain.local.ledger import Ledger
@@ -80,3 +81,4 @@ class Context:
     retry: RetryPolicy
     ledger: Ledger | None  # None in a dry run on a base path that has none yet
     versioned: bool
+    backlog: Backlog = field(default_factory=Backlog)

@@ -32,6 +32,8 @@ from s3drain.s3.client import S3Client
 from s3drain.s3.retry import RETRYABLE_CODES, RetryPolicy
 
 MAX_BATCH = 1000  # the DeleteObjects limit
+DELETE_STREAMS = 4  # DeleteObjects requests of one batch in flight at once
+MIN_CHUNK = 250  # keys per request, at least, when a batch is split
 
 
 class DeleteGuard(StrEnum):
@@ -104,6 +106,17 @@ class Sender:
         return {"Key": record.key}
 
     def _batch(self, batch: Sequence[Outcome]) -> list[Outcome]:
+        """A batch goes out as up to DELETE_STREAMS DeleteObjects side by side (of at least
+        MIN_CHUNK keys each): a server works through one request's keys one after another
+        (SeaweedFS: 1.3 s for 1000), and the last batch of a run is all that is left to wait
+        for. Four requests per 1000 objects keep a drain within 1.01 requests per object."""
+        parts = max(1, min(DELETE_STREAMS, len(batch) // MIN_CHUNK))
+        if parts == 1:
+            return self._batch_one(batch)
+        chunks = [batch[n::parts] for n in range(parts)]
+        return [o for answered in self.pool.map(self._batch_one, chunks) for o in answered]
+
+    def _batch_one(self, batch: Sequence[Outcome]) -> list[Outcome]:
         # A key XML cannot carry (U+FFFE, U+FFFF) would make S3 reject the whole batch: it goes
         # alone, in a DeleteObject's URL.
         pending = {o.record.key: o for o in batch if fits_xml(o.record.key)}

@@ -51,6 +51,7 @@ def dispatch(ctx: Context, feed: Feed) -> str | None:
                 if stopped_early or state.stop.is_set():
                     break
             else:
+                ctx.backlog.listed_all.set()
                 reporter.listing_finished()
                 selection.warn_unused_rules(reporter)
         except (ClientError, BotoCoreError) as exc:
@@ -110,14 +111,18 @@ class _Workers:
         undated = record.last_modified == UNKNOWN_TIME
         item = (record, delivered(record, rows), rows if undated else ())
         stop = self._ctx.state.stop
+        backlog = self._ctx.backlog
+        backlog.queued()
         while not stop.is_set():
             try:
                 self._queue.put(item, timeout=0.2)
             except queue.Full:
                 continue
             return True
+        backlog.started()  # never queued after all
         return False
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
+            self._ctx.backlog.started()
             handle(self._ctx, *item)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from botocore.exceptions import ClientError
 
 from s3drain.checksums import Crc, Hash
 from s3drain.drain.fanout import StreamPolicy
-from s3drain.drain.slots import GetSlots
+from s3drain.drain.slots import Backlog, GetSlots
 from s3drain.drain.verify import (
     CHUNK,
     EMPTY_MD5,
@@ -46,6 +47,11 @@ from s3drain.s3.client import S3Client
 from s3drain.s3.retry import RetryPolicy
 
 POLL_SECONDS = 0.1  # how often a large object's coordinator reconsiders its streams
+# Streams the large objects of a run's tail share at least, before the fan-out has measured
+# anything: a lone 1 GiB object would otherwise stream alone for the seconds the fan-out
+# takes to learn (every peer uses ranges outright: the AWS CLI, rclone, s5cmd).
+TAIL_STREAMS = 8
+WRITE_BEHIND = 32 * 1024 * 1024  # a stream hands its bytes to the disk every this many
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ class Fetcher:
     stop: threading.Event
     slots: GetSlots
     streams: StreamPolicy
+    backlog: Backlog = field(default_factory=Backlog)
+    # GetObject for the streams: botocore's, or direct GETs (`direct_streams.py`).
+    get_object: Callable[..., Mapping[str, Any]] | None = None
 
 
 @dataclass
@@ -71,6 +80,7 @@ class _Segment:
     pos: int
     crc: Crc | None = None
     future: Future[None] | None = None
+    written_behind: int = -1  # bytes up to here were handed to the disk (`fs.write_behind`)
 
 
 @dataclass
@@ -129,7 +139,8 @@ def fetch(f: Fetcher, record: ObjectRecord, fd: int) -> Verified:
                 _stream(job, job.segments[0], first=True)
             else:
                 f.fs.allocate(fd, record.size)
-                _coordinate(job)
+                with f.backlog.large():
+                    _coordinate(job)
     except ClientError as exc:
         raise as_change(exc) or exc from None
     return _verify(job)
@@ -164,8 +175,10 @@ def _coordinate(job: _Job) -> None:
             wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
             if not job.learned.is_set() or f.stop.is_set():
                 continue
-            victim = _splittable(job, f.streams.wanted(can_grow=False))
-            want = f.streams.wanted(can_grow=victim is not None and f.slots.idle() > 0)
+            floor = f.backlog.floor(TAIL_STREAMS)
+            victim = _splittable(job, max(floor, f.streams.wanted(can_grow=False)))
+            can_grow = victim is not None and f.slots.idle() > 0
+            want = max(floor, f.streams.wanted(can_grow=can_grow))
             added = 0
             while victim is not None and len(running) + added < want and f.slots.take_idle():
                 added += 1
@@ -226,7 +239,7 @@ def _stream(job: _Job, segment: _Segment, first: bool) -> None:
         nonlocal got_headers
         whole = first and not got_headers
         params = job.params(segment, whole)
-        response = f.client.get_object(**params)
+        response = (f.get_object or f.client.get_object)(**params)
         body = response["Body"]
         try:
             check_etag(record, response)
@@ -251,12 +264,18 @@ def _stream(job: _Job, segment: _Segment, first: bool) -> None:
 def _read_body(job: _Job, segment: _Segment, body: Any) -> None:
     f = job.f
     inline = job.inline if segment.start == 0 else None
+    # A direct GET's body reads into one buffer per stream (`s3/http1.py`); botocore's returns
+    # a new bytes per read.
+    buffer = memoryview(bytearray(CHUNK)) if hasattr(body, "readinto") else None
     while True:
         with job.lock:
             want = min(CHUNK, segment.end - segment.pos)
         if want <= 0:
             return  # reached its end (perhaps lowered by a split): the rest is another's
-        chunk = body.read(want)
+        if buffer is not None:
+            chunk: bytes | memoryview = buffer[: body.readinto(buffer[:want])]
+        else:
+            chunk = body.read(want)
         if not chunk:
             raise TransientError(f"the body ended at {segment.pos} of {job.record.size} bytes")
         f.fs.pwrite(job.fd, chunk, segment.pos)
@@ -266,6 +285,11 @@ def _read_body(job: _Job, segment: _Segment, body: Any) -> None:
             inline.update(chunk)
         with job.lock:
             segment.pos += len(chunk)
+        if segment.written_behind < 0:
+            segment.written_behind = segment.pos - len(chunk)
+        if segment.pos - segment.written_behind >= WRITE_BEHIND:
+            f.fs.write_behind(job.fd, segment.written_behind, segment.pos - segment.written_behind)
+            segment.written_behind = segment.pos
         f.streams.moved(len(chunk))
         if job.abort.is_set() or (f.stop.is_set() and segment.pos < segment.end):
             raise Interrupted

@@ -27,7 +27,7 @@ from s3drain.drain.verify import Interrupted, ObjectChanged
 from s3drain.errors import TransientError
 from s3drain.local.fs import LocalFS
 from s3drain.records import ObjectRecord
-from s3drain.s3.direct import Connection, Endpoint
+from s3drain.s3.direct import Connection, Endpoint, HttpFailure, LinkFailure
 from s3drain.s3.sigv4 import Credentials
 
 
@@ -75,6 +75,13 @@ def failure(result: Failed, endpoint_url: str) -> Exception:
     if kind == "local":
         return OSError(result.errno, message, result.filename)
     return FetchProcessBug(f"in a fetch process: {message}")
+
+
+def exception_for(exc: HttpFailure | LinkFailure, endpoint_url: str) -> Exception:
+    """A direct GET's failure as botocore would have raised it."""
+    if isinstance(exc, HttpFailure):
+        return failure(Failed(0, "http", exc.message, 1, exc.status, exc.code), endpoint_url)
+    return failure(Failed(0, "link", exc.message, 1, code=exc.kind), endpoint_url)
 
 
 class InlinePool:

@@ -10,18 +10,17 @@ from dataclasses import replace
 from s3drain.drain.context import Context, RunState
 from s3drain.drain.delete_requests import DeleteGuard
 from s3drain.drain.deleter import DeletePolicy, Deleter
+from s3drain.drain.direct_setup import set_up_direct
 from s3drain.drain.dispatch import dispatch
 from s3drain.drain.fanout import FanOut, StreamPolicy
 from s3drain.drain.fetch import Fetcher
-from s3drain.drain.fetch_pool import FetchPool, InlinePool
 from s3drain.drain.guard import GuardChoice, choose_guard, probed
 from s3drain.drain.linker import Linker
-from s3drain.drain.process_pool import ProcessPool
 from s3drain.drain.recovery import recover
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.select import guard_deletes
-from s3drain.drain.settings import DrainSettings, fetch_processes
-from s3drain.drain.slots import GetSlots
+from s3drain.drain.settings import DrainSettings
+from s3drain.drain.slots import Backlog, GetSlots
 from s3drain.drain.source import Feed, listing
 from s3drain.drain.transfer import Transfer, sweep_temp_files
 from s3drain.errors import AbortError, describe
@@ -31,9 +30,7 @@ from s3drain.local.paths import Layout
 from s3drain.records import Outcome
 from s3drain.s3.breaker import Breaker
 from s3drain.s3.client import RequestCounter, S3Client
-from s3drain.s3.direct_target import direct_target
 from s3drain.s3.retry import RetryPolicy
-from s3drain.units import format_size
 
 
 def _guard(
@@ -151,6 +148,10 @@ def run_pipeline(
         )
 
     part_pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="s3drain-stream")
+    backlog = Backlog()
+    direct = None
+    if counter is not None and not settings.dry_run:
+        direct = set_up_direct(settings, client, counter, state, reporter)
     fetcher = Fetcher(
         client=client,
         bucket=settings.bucket,
@@ -163,12 +164,14 @@ def run_pipeline(
         # A worker's own GET, and as many again for large objects' extra streams: the
         # connection pool is sized for that (2 x workers + 4).
         slots=GetSlots(2 * settings.workers),
+        backlog=backlog,
         streams=streams or FanOut(min(settings.max_streams, settings.workers)),
+        get_object=direct.streams.get_object if direct else None,
     )
-    pool = None
-    if counter is not None and not settings.dry_run:
-        pool = _fetch_pool(settings, client, counter, state, reporter)
-    transfer = Transfer(fetcher, fs, pool, reporter.warn)
+    if direct is not None:
+        transfer = Transfer(fetcher, fs, direct.pool, direct.switch)
+    else:
+        transfer = Transfer(fetcher, fs)
     deleter = linker = None
     if not settings.dry_run:
         assert ledger is not None
@@ -220,6 +223,7 @@ def run_pipeline(
         retry,
         ledger,
         versioned,
+        backlog,
     )
     try:
         return dispatch(ctx, feed or listing(settings.bucket, settings.prefix))
@@ -231,46 +235,5 @@ def run_pipeline(
         if deleter is not None:
             deleter.close()
         part_pool.shutdown()
-        if pool is not None:
-            pool.close()
-
-
-def _fetch_pool(
-    settings: DrainSettings,
-    client: S3Client,
-    counter: RequestCounter,
-    state: RunState,
-    reporter: Reporter,
-) -> FetchPool | None:
-    """Direct GETs where botocore's own request for this bucket can be reproduced exactly
-    (`direct_target.py`); otherwise every GET stays with botocore."""
-    target = direct_target(client, settings.bucket, settings.s3)
-    if target is None:
-        reporter.debug("direct GETs: not for this endpoint; every GET goes through botocore")
-        return None
-
-    def count(requests: int) -> None:
-        counter.add("GetObject", requests)
-
-    processes = fetch_processes(settings)
-    size = format_size(settings.multipart_threshold)
-    where = f"{processes} fetch processes" if processes else "this process"
-    reporter.debug(f"objects below {size}: direct GETs in {where}")
-    if processes == 0:
-        return InlinePool(
-            target.endpoint,
-            credentials=target.credentials,
-            count=count,
-            stop=state.stop,
-            endpoint_url=target.url,
-        )
-    return ProcessPool(
-        target.endpoint,
-        processes=processes,
-        threads=-(-settings.workers // processes),
-        credentials=target.credentials,
-        count=count,
-        stop=state.stop,
-        endpoint_url=target.url,
-        warn=reporter.warn,
-    )
+        if direct is not None:
+            direct.close()

@@ -42,3 +42,42 @@ class GetSlots:
     def give_back(self, count: int) -> None:
         with self._lock:
             self._taken -= count
+
+
+class Backlog:
+    """Whether any object is still to start. Once the listing is done and no object waits for
+    a worker, the run is in its tail: the large objects still streaming share at least
+    `tail_streams` streams at once (on idle connections, which nothing else will want), so a
+    lone large object does not stream alone while the fan-out learns."""
+
+    def __init__(self) -> None:
+        self.listed_all = threading.Event()
+        self._waiting = 0
+        self._streaming = 0  # large objects being fetched
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def large(self) -> Iterator[None]:
+        with self._lock:
+            self._streaming += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._streaming -= 1
+
+    def floor(self, tail_streams: int) -> int:
+        """Streams each large object should have at least now: 1, or in the tail its share
+        of `tail_streams`."""
+        with self._lock:
+            if not self.listed_all.is_set() or self._waiting:
+                return 1
+            return max(1, -(-tail_streams // max(1, self._streaming)))
+
+    def queued(self) -> None:
+        with self._lock:
+            self._waiting += 1
+
+    def started(self) -> None:
+        with self._lock:
+            self._waiting -= 1

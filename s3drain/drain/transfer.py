@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from botocore.exceptions import ClientError
 
 from s3drain.drain.direct_fetch import PathBlocked, TempBusy
+from s3drain.drain.direct_streams import DirectSwitch, botocore_would_handle
 from s3drain.drain.fetch import Fetcher, as_change, fetch
 from s3drain.drain.fetch_pool import FetchPool
 from s3drain.drain.linker import Fetched
@@ -45,23 +44,8 @@ class Transfer:
     fetcher: Fetcher
     fs: LocalFS
     pool: FetchPool | None = None  # direct GETs for objects below the multipart threshold
-    warn: Callable[[str], None] = lambda _: None
-    # Set when S3 answered a direct GET in a way botocore would have handled differently (a
-    # redirect to the bucket's region, a signature it did not accept): botocore from then on.
-    direct_off: threading.Event = field(default_factory=threading.Event)
-
-
-# Answers botocore turns into a retry elsewhere (the bucket's own region) or that say the direct
-# request was not the one botocore would have sent.
-BOTOCORE_WOULD_HANDLE = frozenset(
-    {
-        "PermanentRedirect",
-        "TemporaryRedirect",
-        "AuthorizationHeaderMalformed",
-        "IllegalLocationConstraintException",
-        "SignatureDoesNotMatch",
-    }
-)
+    # Off at the first answer botocore would have handled itself: botocore from then on.
+    switch: DirectSwitch = field(default_factory=lambda: DirectSwitch(lambda _: None))
 
 
 class LocalDiffers(Exception):
@@ -83,7 +67,7 @@ def download(
     temp = temp_name_for(target, record.key, record.etag)
     small = record.size < t.fetcher.multipart_threshold
     got = None
-    if t.pool is not None and small and not t.direct_off.is_set():
+    if t.pool is not None and small and t.switch.on:
         got = _fetch_direct(t, t.pool, record, temp)
     fd, verified, file = got or _fetch_here(t, record, target, temp)
     handed_over = False
@@ -128,10 +112,8 @@ def _fetch_direct(
     try:
         done, fd = t.fetcher.retry.run(f"GetObject {record.key}", lambda: pool.fetch(record, temp))
     except ClientError as exc:
-        if http_status(exc) in (301, 307) or error_code(exc) in BOTOCORE_WOULD_HANDLE:
-            if not t.direct_off.is_set():
-                t.direct_off.set()
-                t.warn(f"direct GETs stopped ({describe(exc)}); botocore sends them from now on")
+        if botocore_would_handle(http_status(exc), error_code(exc)):
+            t.switch.turn_off(describe(exc))
             return None
         raise as_change(exc) or exc from None
     return fd, done.verified, done.file

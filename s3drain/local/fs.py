@@ -15,6 +15,7 @@ import os
 from s3drain.records import FileId
 
 _HAS_FALLOCATE = hasattr(os, "posix_fallocate")
+_HAS_FADVISE = hasattr(os, "posix_fadvise")
 # errno values that mean "this disk cannot take more": the run stops instead of failing every
 # object that follows.
 STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
@@ -114,6 +115,15 @@ class LocalFS:
 
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
+
+    def write_behind(self, fd: int, offset: int, length: int) -> None:
+        """Start writing these bytes to disk now, without waiting: the fsync that makes a large
+        download durable then finds most of it done (1 GiB: 0.5 s of fsync here otherwise,
+        all of it after the last byte arrived). Linux starts the writeback on DONTNEED; the
+        pages leave the cache once they are clean."""
+        if _HAS_FADVISE:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
     def close(self, fd: int) -> None:
         os.close(fd)

@@ -90,6 +90,10 @@ class Answer:
         """Up to `size` bytes; b"" at the end of the body or where it was cut short."""
         return self._response.read(size)
 
+    def readinto(self, buffer: memoryview) -> int:
+        """Up to len(buffer) bytes into it; 0 at the end of the body or where it was cut."""
+        return self._response.readinto(buffer)
+
     def close(self) -> None:
         self._response.close()
 

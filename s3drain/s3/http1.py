@@ -74,6 +74,23 @@ class Response:
             self._finish()
         return data
 
+    def readinto(self, buffer: memoryview) -> int:
+        """Like read, into `buffer`: no new buffer per read for a large body (a fresh 256 KiB
+        bytes is a fresh mmap, and page faults on first touch)."""
+        if self._chunked or self._left is None or self._done:
+            data = self.read(len(buffer))
+            buffer[: len(data)] = data
+            return len(data)
+        count = self._conn.take_into(buffer[: min(len(buffer), self._left)])
+        if not count:
+            self._conn.close()
+            self._done = True
+            return 0
+        self._left -= count
+        if self._left == 0:
+            self._finish()
+        return count
+
     def _read_chunked(self, size: int) -> bytes:
         if self._chunk_left == 0:
             line = self._conn.line()
@@ -207,6 +224,24 @@ class Http1:
             return b""
         try:
             return self._sock.recv(min(size, _RECV))
+        except TimeoutError:
+            self.close()
+            raise LinkFailure("read-timeout", "the body stalled past the read timeout") from None
+        except OSError as exc:
+            self.close()
+            raise LinkFailure("closed", f"the connection broke mid-body: {exc!r}") from None
+
+    def take_into(self, buffer: memoryview) -> int:
+        """`take`, into `buffer`; 0 at EOF."""
+        if self._buf:
+            count = min(len(buffer), len(self._buf))
+            buffer[:count] = self._buf[:count]
+            self._buf = self._buf[count:]
+            return count
+        if self._sock is None:
+            return 0
+        try:
+            return self._sock.recv_into(buffer)
         except TimeoutError:
             self.close()
             raise LinkFailure("read-timeout", "the body stalled past the read timeout") from None

@@ -1,0 +1,81 @@
+"""Whether this run sends its GETs directly, and the parts that do: the fetch pool for objects
+below --multipart-threshold (fetch processes, or this process's threads on one core) and the
+streams of larger ones. Only where botocore's own GetObject for this bucket is reproduced
+exactly (`s3/direct_target.py`); otherwise every GET stays with botocore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s3drain.drain.context import RunState
+from s3drain.drain.direct_streams import DirectStreams, DirectSwitch
+from s3drain.drain.fetch_pool import FetchPool, InlinePool
+from s3drain.drain.process_pool import ProcessPool
+from s3drain.drain.reporter import Reporter
+from s3drain.drain.settings import DrainSettings, fetch_processes
+from s3drain.s3.client import RequestCounter, S3Client
+from s3drain.s3.direct_target import direct_target
+from s3drain.units import format_size
+
+
+@dataclass(frozen=True)
+class Direct:
+    pool: FetchPool
+    streams: DirectStreams
+    switch: DirectSwitch
+
+    def close(self) -> None:
+        self.pool.close()
+        self.streams.close()
+
+
+def set_up_direct(
+    settings: DrainSettings,
+    client: S3Client,
+    counter: RequestCounter,
+    state: RunState,
+    reporter: Reporter,
+) -> Direct | None:
+    target = direct_target(client, settings.bucket, settings.s3)
+    if target is None:
+        reporter.debug("direct GETs: not for this endpoint; every GET goes through botocore")
+        return None
+
+    def count(requests: int) -> None:
+        counter.add("GetObject", requests)
+
+    switch = DirectSwitch(reporter.warn)
+    streams = DirectStreams(
+        target.endpoint,
+        credentials=target.credentials,
+        client=client,
+        switch=switch,
+        count=count,
+        endpoint_url=target.url,
+    )
+    processes = fetch_processes(settings)
+    size = format_size(settings.multipart_threshold)
+    where = f"{processes} fetch processes" if processes else "this process"
+    reporter.debug(f"objects below {size}: direct GETs in {where}; larger ones: direct streams")
+    pool: FetchPool
+    if processes == 0:
+        pool = InlinePool(
+            target.endpoint,
+            credentials=target.credentials,
+            count=count,
+            stop=state.stop,
+            endpoint_url=target.url,
+        )
+    else:
+        pool = ProcessPool(
+            target.endpoint,
+            processes=processes,
+            threads=-(-settings.workers // processes),
+            credentials=target.credentials,
+            count=count,
+            stop=state.stop,
+            endpoint_url=target.url,
+            warn=reporter.warn,
+        )
+    return Direct(pool, streams, switch)
