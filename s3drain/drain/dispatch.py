@@ -83,20 +83,19 @@ _Item = tuple[ObjectRecord, Delivery | None, Sequence[Delivery]]
 
 
 class _Workers:
-    """`count` threads taking objects from one bounded queue; leaving the `with` waits for
-    them to finish what they took."""
+    """Up to `count` threads taking objects from one bounded queue, started as objects arrive
+    (a run of ten objects starts no more than it needs); leaving the `with` waits for them to
+    finish what they took."""
 
     def __init__(self, ctx: Context, count: int) -> None:
         self._ctx = ctx
+        self._count = count
         self._queue: queue.Queue[_Item | None] = queue.Queue(count)
-        self._threads = [
-            threading.Thread(target=self._work, name=f"s3drain-worker_{n}", daemon=True)
-            for n in range(count)
-        ]
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
 
     def __enter__(self) -> _Workers:
-        for thread in self._threads:
-            thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -104,6 +103,16 @@ class _Workers:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
+
+    def _more_hands(self) -> None:
+        with self._lock:
+            if self._idle or len(self._threads) >= self._count:
+                return
+            thread = threading.Thread(
+                target=self._work, name=f"s3drain-worker_{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+        thread.start()
 
     def put(self, record: ObjectRecord, rows: list[Delivery]) -> bool:
         """Queue one object (waiting while the workers are full); False once the run stops."""
@@ -113,6 +122,7 @@ class _Workers:
         stop = self._ctx.state.stop
         backlog = self._ctx.backlog
         backlog.queued()
+        self._more_hands()
         while not stop.is_set():
             try:
                 self._queue.put(item, timeout=0.2)
@@ -123,6 +133,13 @@ class _Workers:
         return False
 
     def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            item = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+            if item is None:
+                return
             self._ctx.backlog.started()
             handle(self._ctx, *item)
