@@ -92,7 +92,9 @@ class _Workers:
         self._count = count
         self._queue: queue.Queue[_Item | None] = queue.Queue(count)
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        # Threads waiting for an object that no queued object has claimed yet: each `put`
+        # claims one or starts a thread, so an object is never left to a thread already taken.
+        self._unclaimed = 0
         self._lock = threading.Lock()
 
     def __enter__(self) -> _Workers:
@@ -106,7 +108,10 @@ class _Workers:
 
     def _more_hands(self) -> None:
         with self._lock:
-            if self._idle or len(self._threads) >= self._count:
+            if self._unclaimed:
+                self._unclaimed -= 1
+                return
+            if len(self._threads) >= self._count:
                 return
             thread = threading.Thread(
                 target=self._work, name=f"s3drain-worker_{len(self._threads)}", daemon=True
@@ -134,12 +139,10 @@ class _Workers:
 
     def _work(self) -> None:
         while True:
-            with self._lock:
-                self._idle += 1
             item = self._queue.get()
-            with self._lock:
-                self._idle -= 1
             if item is None:
                 return
             self._ctx.backlog.started()
             handle(self._ctx, *item)
+            with self._lock:
+                self._unclaimed += 1
