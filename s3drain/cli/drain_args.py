@@ -22,6 +22,7 @@ commands:
   drain    (the default) S3 prefix -> <local-base-path>/raw/, then delete from S3
   ingest   local files -> s3://bucket/<layer>/<origin>/<format>/<spec>/YYYY/MM/DD/
   history  what happened to a key, from the ledger in <local-base-path>/.s3drain/
+  watch    drain each object seconds after it lands, from S3's notifications (SQS)
   events   S3 event notifications through SQS ('events setup': queue and bucket)
 
 Run 's3drain COMMAND --help' for each command's options.
@@ -75,6 +76,11 @@ def add_drain_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         epilog=DRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_drain_options(drain)
+
+
+def add_drain_options(drain: argparse.ArgumentParser) -> None:
+    """Every option of a drain; `s3drain watch` takes them all too."""
     where = drain.add_argument_group("what to drain, and where")
     where.add_argument(
         "--prefix", help="key prefix to drain; '' for the whole bucket (PATH_TO_SEARCH)"

@@ -3,58 +3,27 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, TextIO, cast
 
 from s3drain.cli.parser import parse
+from s3drain.cli.shared import Stopper, check_writable, report_error
 from s3drain.config.sources import DEFAULT_ENV_FILE, Sources
 from s3drain.drain.metrics import previous_success, prometheus_text, write_atomically
 from s3drain.drain.run import run_drain
 from s3drain.drain.settings import DrainSettings, load_drain_settings
 from s3drain.drain.summary import RunInfo, Totals, render_summary, result_line, summary_json
 from s3drain.drain.watchdog import STOP_GRACE_SECONDS
-from s3drain.errors import ConfigError, ExitCode, S3DrainError
+from s3drain.errors import ExitCode, S3DrainError
 from s3drain.output import SafeStream, dumps_json, mask
 
 if TYPE_CHECKING:
     from s3drain.ingest.settings import IngestSettings
-
-
-def _error(err: TextIO, error: S3DrainError, secrets: Sequence[str] = ()) -> None:
-    err.write(mask(f"s3drain: error: {error.message}\n", secrets))
-    if error.hint:
-        err.write(mask(f"s3drain: hint: {error.hint}\n", secrets))
-    err.flush()
-
-
-class _Stopper:
-    """First Ctrl-C/SIGTERM: stop taking objects, finish the ones in flight, write the summary.
-    Second: leave at once (temp files are swept by the next run, nothing is half-deleted)."""
-
-    def __init__(self, err: TextIO) -> None:
-        self.event = threading.Event()
-        self._err = err
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.event.is_set():
-            os._exit(int(ExitCode.INTERRUPTED))
-        self.event.set()
-        self._err.write(
-            "\ns3drain: stopping: finishing objects in flight (again to quit at once)\n"
-        )
-        self._err.flush()
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self)
-            signal.signal(signal.SIGTERM, self)
 
 
 def main(
@@ -78,6 +47,10 @@ def main(
             from s3drain.cli.history import history_command  # noqa: PLC0415
 
             return history_command(sources, args.key, out)
+        if args.command == "watch":
+            from s3drain.cli.watch import watch_command  # noqa: PLC0415
+
+            return watch_command(sources, out, err)
         if args.command == "events":
             from s3drain.cli.events import events_setup_command  # noqa: PLC0415
 
@@ -89,10 +62,10 @@ def main(
         else:
             settings = load_drain_settings(sources)
     except S3DrainError as exc:
-        _error(err, exc)
+        report_error(err, exc)
         return int(exc.exit_code)
     if args.command == "ingest":
-        stopper = _Stopper(err)
+        stopper = Stopper(err)
         stopper.install()
         return run_ingest_command(ingest_settings, out=out, err=err, stop=stopper.event)
     return _drain(settings, out, err)
@@ -105,9 +78,9 @@ def _drain(settings: DrainSettings, out: TextIO, err: TextIO) -> int:
     try:
         check_writable(settings.metrics_file, dry_run=settings.dry_run)
     except S3DrainError as exc:
-        _error(err, exc, secrets)
+        report_error(err, exc, secrets)
         return int(exc.exit_code)
-    stopper = _Stopper(err)
+    stopper = Stopper(err)
     stopper.install()
 
     def overrun(code: ExitCode) -> None:
@@ -122,7 +95,7 @@ def _drain(settings: DrainSettings, out: TextIO, err: TextIO) -> int:
     if not result.started or result.exit_code is ExitCode.INTERNAL:
         # One line (and a hint), like a configuration error; a bug's traceback is in the file
         # the line names.
-        _error(err, S3DrainError(result.info.error or "stopped", result.hint), secrets)
+        report_error(err, S3DrainError(result.info.error or "stopped", result.hint), secrets)
     if settings.json_summary:
         out.write(mask(dumps_json(summary_json(result.totals, result.info)), secrets) + "\n")
     elif result.started and settings.verbosity >= 0:
@@ -133,20 +106,6 @@ def _drain(settings: DrainSettings, out: TextIO, err: TextIO) -> int:
     if not settings.dry_run:  # a dry run changes nothing, metrics included
         _write_metrics(settings, result.totals, result.info, err)
     return int(result.exit_code)
-
-
-def check_writable(path: Path | None, *, dry_run: bool) -> None:
-    """A typo in --metrics-file is a usage error before the run, not a warning after it."""
-    if path is None or dry_run:
-        return
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"cannot write the metrics file {path}: {folder} is not a writable folder",
-            hint="check --metrics-file / S3DRAIN_METRICS_FILE",
-        )
 
 
 def _write_metrics(settings: DrainSettings, totals: Totals, info: RunInfo, err: TextIO) -> None:

@@ -10,9 +10,10 @@ from s3drain.cli.events_args import add_events_parser
 from s3drain.cli.history_args import add_history_parser
 from s3drain.cli.ingest_args import add_ingest_parser
 from s3drain.cli.options import Parser
+from s3drain.cli.watch_args import add_watch_parser
 from s3drain.version import __version__
 
-COMMANDS = ("drain", "ingest", "history", "events")
+COMMANDS = ("drain", "ingest", "history", "watch", "events")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,11 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"s3drain {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{drain,ingest,history,events}")
+    commands = parser.add_subparsers(dest="command", metavar="{drain,ingest,history,watch,events}")
 
     add_drain_parser(commands)
     add_ingest_parser(commands)
     add_history_parser(commands)
+    add_watch_parser(commands)
     add_events_parser(commands)
     return parser
 

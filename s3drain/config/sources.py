@@ -64,6 +64,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     # SQS (events setup, the watcher)
     "sqs_endpoint_url": ("S3DRAIN_SQS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS"),
     "queue_url": ("S3DRAIN_QUEUE_URL",),
+    "reconcile": ("S3DRAIN_RECONCILE",),
     "queue_name": ("S3DRAIN_QUEUE_NAME",),
     "sqs_wait_seconds": ("S3DRAIN_SQS_WAIT_SECONDS",),
     "sqs_receivers": ("S3DRAIN_SQS_RECEIVERS",),

@@ -14,7 +14,7 @@ from s3drain.errors import ExitCode
 from s3drain.records import Status
 
 
-def _label_value(text: str) -> str:
+def label_value(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -27,7 +27,7 @@ _LAST_SUCCESS = re.compile(
 def prometheus_text(
     totals: Totals, info: RunInfo, now: float, previous_success: float | None
 ) -> str:
-    base = f'bucket="{_label_value(info.bucket)}",prefix="{_label_value(info.prefix)}"'
+    base = f'bucket="{label_value(info.bucket)}",prefix="{label_value(info.prefix)}"'
     if info.shard is not None:
         base += f',shard="{info.shard}"'
     last_success = now if info.exit_code == ExitCode.OK else previous_success
@@ -87,11 +87,11 @@ def prometheus_text(
     for name, help_text, kind, samples in rows:
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
-        out.extend(f"{name}{{{labels}}} {_number(value)}" for labels, value in samples)
+        out.extend(f"{name}{{{labels}}} {number(value)}" for labels, value in samples)
     return "\n".join(out) + "\n"
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
 
 
