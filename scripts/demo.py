@@ -2,7 +2,8 @@
 
 It fills a bucket the way a nightly export would (CSV batches in dated folders, one large file,
 a few objects the ETL already processed, one key that tries to escape the download folder),
-runs the real `s3drain` CLI against it twice, and shows where everything went.
+runs the real `s3drain` CLI against it twice, and shows where everything went; then the
+round trip through `s3drain ingest`, and a watcher (`s3drain watch`) taking uploads as they land.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -138,10 +141,77 @@ def round_trip(env: dict[str, str]) -> None:
         print(f"  {sample.name}: {'identical' if same else 'DIFFERENT'} ({copy.relative_to(DEMO)})")
 
 
+def watcher(url: str, env: dict[str, str]) -> None:
+    banner("Drain on events: a watcher takes each object seconds after it lands")
+    env = {**env, "AWS_ENDPOINT_URL_SQS": url}  # moto serves SQS on the same URL
+    setup = ["events", "setup", "--bucket", BUCKET, "--prefix", "incoming/", "--json"]
+    print(f"$ s3drain {' '.join(setup)}", flush=True)
+    answer = subprocess.run(
+        [sys.executable, "-m", "s3drain", *setup],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if answer.returncode != 0:
+        print(answer.stderr)
+        return
+    queue_url = json.loads(answer.stdout)["queue_url"]
+    for step in json.loads(answer.stdout)["steps"]:
+        print(f"  {step['what']}: {step['action']}")
+    base = DEMO / "watched"
+    args = [
+        "watch",
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        "incoming/",
+        "--local-base-path",
+        str(base),
+        "--queue-url",
+        queue_url,
+    ]
+    print(f"$ s3drain {' '.join(args)} &", flush=True)
+    watching = subprocess.Popen([sys.executable, "-m", "s3drain", *args], env=env, cwd=ROOT)
+    s3 = s3_client(url)
+    time.sleep(3)  # it checks the bucket, probes deletes and lists the prefix once first
+    landed: dict[str, float] = {}
+
+    def upload() -> None:
+        for n in range(10):
+            key = f"incoming/order-{n:03d}.csv"
+            s3.put_object(Bucket=BUCKET, Key=key, Body=f"order,{n}\n".encode() * 100)
+            landed[key] = time.monotonic()
+            time.sleep(0.3)
+
+    print("  uploading 10 files, one every 0.3 s, while it watches:", flush=True)
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    waits: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while (uploader.is_alive() or len(waits) < len(landed)) and time.monotonic() < deadline:
+        for key, put_at in list(landed.items()):
+            if key not in waits and (base / "raw" / key.split("/", 1)[1]).exists():
+                waits[key] = time.monotonic() - put_at
+        time.sleep(0.01)
+    uploader.join()
+    for key in landed:
+        shown = f"{waits[key]:.2f} s after its upload" if key in waits else "not yet"
+        print(f"  {key}: in {base.relative_to(DEMO)}/raw/ {shown}")
+    time.sleep(1)  # deletes go out in batches, half a second after the first
+    left = s3.list_objects_v2(Bucket=BUCKET, Prefix="incoming/").get("KeyCount", 0)
+    print(f"  objects left under incoming/: {left}")
+    print("  stopping the watcher (SIGTERM): it finishes what it holds and prints its summary")
+    watching.send_signal(signal.SIGTERM)
+    code = watching.wait(timeout=60)
+    print(f"  (exit code {code}: 130 is how a watcher told to stop ends)")
+
+
 def main() -> int:
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir()
-    banner("Starting a local S3 (moto) on 127.0.0.1")
+    banner("Starting a local S3 (moto, with SQS beside it) on 127.0.0.1")
     with MotoServer() as server:
         print(f"  {server.url}")
         banner("Filling s3://demo-lake: 120 CSV batches, a 40 MiB dump, one hostile key")
@@ -167,6 +237,7 @@ def main() -> int:
         banner("What happened to one key? The ledger (.s3drain/state.db) answers")
         run(["history", f"{PREFIX}2024-05-01/batch-000.csv", "--local-base-path", str(DEMO)], env)
         round_trip(env)
+        watcher(server.url, env)
     banner("Done. Everything above is in ./demo-data; `make test` runs the test suite.")
     return 0
 

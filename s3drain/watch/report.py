@@ -20,7 +20,7 @@ def status_line(figures: WatchFigures, inbox: InboxCounters) -> str:
         f"watch: {drained:,} delivered (events {figures.found['event']:,} found, reconcile "
         f"{figures.found['reconcile']:,}); messages {inbox.received:,} received, "
         f"{inbox.deleted:,} deleted, {inbox.left:,} left, {inbox.bad:,} bad, "
-        f"{inbox.in_flight:,} held (oldest {_seconds(inbox.oldest_age)}); upload to file "
+        f"{inbox.in_flight:,} held (oldest {_seconds(inbox.oldest_age)}); upload to settled "
         f"p50 {_seconds(figures.p50)}, p95 {_seconds(figures.p95)}"
     )
 
@@ -35,7 +35,8 @@ def summary_lines(figures: WatchFigures, inbox: InboxCounters) -> str:
             f"{inbox.left:,} left to come back, {inbox.bad:,} not S3 events (left for the "
             f"dead-letter queue), {inbox.test_events:,} test events, {inbox.ignored:,} records "
             f"for another bucket or prefix, {inbox.released:,} released at the stop",
-            f"  latency    upload to file p50 {_seconds(figures.p50)}, "
+            f"  latency    upload to settled (file in place, object deleted) p50 "
+            f"{_seconds(figures.p50)}, "
             f"p95 {_seconds(figures.p95)} ({figures.latency_count:,} objects)",
         ]
     )
@@ -133,7 +134,10 @@ def metrics_text(
         out.append(f"# TYPE {name} {kind}")
         out.extend(f"{name}{{{labels}}} {number(value)}" for labels, value in samples)
     name = "s3drain_watch_latency_seconds"
-    out.append(f"# HELP {name} From an upload (the event's eventTime) to its file settled.")
+    out.append(
+        f"# HELP {name} From an upload (the event's eventTime) to its object settled: the file "
+        "in place and the object deleted."
+    )
     out.append(f"# TYPE {name} histogram")
     bounds = [*(number(b) for b in LATENCY_BUCKETS), "+Inf"]
     for bound, count in zip(bounds, figures.latency_buckets, strict=True):

@@ -118,14 +118,25 @@ def run_watch(
         if sqs_client is None:
             sqs.close()
     now_figures, counters = figures()
+    return WatchResult(_as_watch(result, feed.inbox), now_figures, counters)
+
+
+def _as_watch(result: DrainResult, inbox: Inbox | None) -> DrainResult:
+    """The run's result, told as a watcher's."""
     info = replace(result.info, command="watch")
-    failure = feed.inbox.failure if feed.inbox is not None else None
+    if result.exit_code is ExitCode.INTERRUPTED and info.error is not None:
+        info = replace(
+            info,
+            error="stopped: objects in flight were finished, messages not settled were made "
+            "visible again for the next watcher",
+        )
+    failure = inbox.failure if inbox is not None else None
     if failure is not None and result.exit_code in (ExitCode.OK, ExitCode.PARTIAL):
         # SQS failed after the last page (a delete of messages denied): the run's objects
         # are settled, the queue is not.
         info = replace(info, exit_code=ExitCode.ABORTED, error=describe(failure))
         result = replace(result, exit_code=ExitCode.ABORTED)
-    return WatchResult(replace(result, info=info), now_figures, counters)
+    return replace(result, info=info)
 
 
 def _metrics(settings: WatchSettings, figures: WatchFigures, counters: InboxCounters) -> str:

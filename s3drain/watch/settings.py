@@ -10,6 +10,9 @@ from s3drain.drain.settings import DrainSettings, load_drain_settings
 from s3drain.errors import ConfigError
 
 DEFAULT_RECONCILE = 3600.0
+# A run batches deletes for up to 5 s after the first; a watcher's messages wait for those
+# deletes, so it sends them sooner (a trickle of events makes batches of a few keys).
+DELETE_FLUSH_SECONDS = 0.5
 # With --once a long poll is the wait before "the queue is empty" can be believed.
 ONCE_WAIT_SECONDS = 2
 
@@ -43,6 +46,9 @@ def load_watch_settings(sources: Sources) -> WatchSettings:
     # Messages held for --min-age are kept invisible by the heartbeat; more of them than the
     # receivers' cap would stall the queue behind them.
     sqs = replace(sqs, max_in_flight=max(sqs.max_in_flight, 4 * drain.workers))
+    drain = replace(
+        drain, delete_flush_seconds=min(drain.delete_flush_seconds, DELETE_FLUSH_SECONDS)
+    )
     return WatchSettings(
         drain=drain,
         sqs=sqs,

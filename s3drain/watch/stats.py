@@ -11,7 +11,7 @@ from typing import Literal
 from s3drain.records import Outcome, Status
 
 Source = Literal["event", "reconcile"]
-# Upload (the event's eventTime) to the file settled: placed, verified, deleted from S3.
+# Upload (the event's eventTime) to the object settled: file placed, object deleted from S3.
 LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 _KEPT = 10_000  # latencies kept for the percentiles: the most recent
 
