@@ -413,7 +413,9 @@ class CliWatcher:
         except subprocess.TimeoutExpired:
             self.process.kill()
             out, err = self.process.communicate()
-            raise AssertionError(f"the watcher did not exit within {timeout:.0f} s:\n{err}") from None
+            raise AssertionError(
+                f"the watcher did not exit within {timeout:.0f} s:\n{err}"
+            ) from None
         return subprocess.CompletedProcess(self.process.args, self.process.returncode, out, err)
 
     def stop(self, signum: int = signal.SIGTERM) -> subprocess.CompletedProcess[str]:
