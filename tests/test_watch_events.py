@@ -234,14 +234,14 @@ def test_messages_that_are_not_s3_events_stay_and_are_counted_once(
     try:
         wait_until(lambda: queue_depth(sqs, queue_url) == 2, 20, "the good messages' deletes")
         wait_until(lambda: watcher.err_text().count("warning") >= 2, 10, "the bad ones' lines")
-        time.sleep(3.5)  # the bad messages come back after 1 s: received three times or more
+        time.sleep(3.5)  # the bad messages come back after 1 s: received again, and again
         assert watcher.running()
     finally:
         run = watcher.stop()
     assert run.code == 130  # stopped, not ended by the bad messages
     assert raw_tree(base) == by_key(good)
     assert run.inbox.bad == 2
-    assert run.inbox.received >= len(good) + 2 * 3
+    assert run.inbox.received >= len(good) + 2 * 2  # each bad one at least twice
     assert run.inbox.deleted == len(good)
     warnings = [line for line in run.err.splitlines() if ": bad: " in line]
     assert len(warnings) == 2, run.err

@@ -43,10 +43,12 @@ def watch_settings(
     reconcile: float = 0.0,
     wait_seconds: int = 1,
     visibility_timeout: int = 30,
-    receivers: int = 2,
+    receivers: int = 1,
     **drain: Any,
 ) -> WatchSettings:
-    """A watcher's settings as the command line would build them, with short polls."""
+    """A watcher's settings as the command line would build them, with short polls. One
+    receiver by default: moto's ReceiveMessage takes no lock, and two receivers polling at
+    once are now and then handed the same message, which would put one more in `received`."""
     values: dict[str, Any] = {
         "bucket": BUCKET,
         "prefix": PREFIX,
