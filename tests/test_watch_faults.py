@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from tests.support.watchkit import (
     BUCKET,
     PREFIX,
     CliWatcher,
+    Watcher,
     all_keys,
+    audit_statuses,
     by_key,
     cli_args,
     notify_queue,
@@ -273,3 +276,41 @@ def test_two_watchers_on_one_queue_deliver_each_object_once(
     assert all_keys(s3) == set()
     s3.close()
     sqs.close()
+
+
+def test_an_object_that_fails_leaves_its_message_to_come_back(
+    tmp_path: Path, s3_url: str, lake: tuple[Any, Any, str]
+) -> None:
+    """Its GETs answer 500 until the retries run out: the object fails, its message is let go
+    undeleted (no more heartbeats) and comes back after its 2 s visibility timeout; the watcher
+    then delivers the object and deletes the message. In this process, S3 through the proxy."""
+    s3, sqs, queue_url = lake
+    key = f"{PREFIX}flaky.csv"
+    put(s3, key, b"second time lucky")
+    base = tmp_path / "base"
+    with FaultProxy(s3_url) as proxy:
+        proxy.configure(
+            fault_rate=1.0, fault_kinds=("500",), fault_ops=frozenset({"GetObject"}), max_faults=2
+        )
+        settings = watch_settings(
+            base, proxy.url, queue_url, sqs_url=s3_url, once=False, visibility_timeout=2
+        )
+        watcher = Watcher(
+            replace(
+                settings,
+                drain=replace(settings.drain, s3=replace(settings.drain.s3, max_attempts=2)),
+            )
+        ).start()
+        try:
+            wait_until((base / "raw" / "flaky.csv").exists, 20, "the second attempt")
+            wait_until(lambda: queue_depth(sqs, queue_url) == 0, 10, "the message's delete")
+        finally:
+            run = watcher.stop()
+        assert proxy.fault_counts() == {"500": 2}
+    assert run.code == 130, run.err
+    assert audit_statuses(base) == {key: ["failed", "downloaded"]}
+    assert run.inbox.left == 1
+    assert "left: an object it names failed" in run.err
+    assert (run.inbox.received, run.inbox.deleted) == (3, 2)  # its message twice, the test event
+    assert raw_tree(base) == {"flaky.csv": b"second time lucky"}
+    assert all_keys(s3) == set()
