@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
+from s3drain.config.sources import MiB
 from s3drain.drain.filters import compile_rule
 from s3drain.drain.run import run_drain
-from tests.support.drainkit import drain_settings
+from tests.support.drainkit import drain_settings, ledger_rows
 from tests.support.eventkit import make_queue, sqs_client
 from tests.support.server import s3_client
 from tests.support.watchkit import (
@@ -147,17 +148,51 @@ def test_each_route_as_its_service_sends_it(
 def test_one_message_naming_several_objects_leaves_once_all_are_settled(
     tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
 ) -> None:
+    """One message, four records; one object above --multipart-threshold (1 MiB here), so an
+    event's record goes through the streamed fetch too, dated by S3's answer in the ledger."""
     s3, sqs = clients
     queue_url, _ = make_queue(sqs, "lake-many")
-    objects = {f"{PREFIX}batch/{i}.csv": body_of(str(i)) for i in range(4)}
+    objects = {f"{PREFIX}batch/{i}.csv": body_of(str(i)) for i in range(3)}
+    objects[f"{PREFIX}batch/large.bin"] = bytes(range(256)) * 4096 * 3  # 3 MiB
     records = [s3_record(k, size=len(v), etag=put(s3, k, v)[1]) for k, v in objects.items()]
     send(sqs, queue_url, s3_body(*records))
     base = tmp_path / "base"
-    run = watch_once(watch_settings(base, s3_url, queue_url))
+    settings = watch_settings(base, s3_url, queue_url)
+    streamed = replace(
+        settings, drain=replace(settings.drain, multipart_threshold=MiB, part_size=MiB)
+    )
+    run = watch_once(streamed)
     assert run.code == 0, run.err
     assert raw_tree(base) == by_key(objects)
     assert (run.inbox.received, run.inbox.deleted) == (1, 1)
     assert run.figures.found["event"] == 4
+    rows = ledger_rows(streamed.drain)
+    assert len(rows) == 4 and all(row["last_modified"] for row in rows)
+    assert_all_settled(s3, sqs, queue_url)
+
+
+def test_an_event_without_size_or_etag_is_asked_of_s3(
+    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+) -> None:
+    """Some servers' EventBridge events name the key alone: a HEAD says what the object is,
+    and an object already gone is settled (its message deleted) without more ado."""
+    s3, sqs = clients
+    queue_url, _ = make_queue(sqs, "lake-bare")
+    here, gone = f"{PREFIX}here.csv", f"{PREFIX}gone.csv"
+    put(s3, here, b"still here")
+    put(s3, gone, b"gone already")
+    s3.delete_object(Bucket=BUCKET, Key=gone)
+    for key in (here, gone):
+        event = json.loads(eventbridge_body(key, size=0, etag=""))
+        del event["detail"]["object"]["size"], event["detail"]["object"]["etag"]
+        send(sqs, queue_url, json.dumps(event))
+    base = tmp_path / "base"
+    run = watch_once(watch_settings(base, s3_url, queue_url))
+    assert run.code == 0, run.err
+    assert raw_tree(base) == {"here.csv": b"still here"}
+    assert run.figures.found["event"] == 1
+    assert (run.inbox.received, run.inbox.deleted) == (2, 2)
+    assert audit_statuses(base) == {here: ["downloaded"]}
     assert_all_settled(s3, sqs, queue_url)
 
 
