@@ -1,5 +1,6 @@
 """`s3drain watch` as a user runs it: the real CLI as a subprocess against moto's HTTP server,
-whose S3 sends real notifications to its SQS."""
+whose S3 sends real notifications to its SQS: --once, reconcile passes, a running watcher
+stopped by Ctrl-C, its summary (text and JSON), its metrics file and status lines."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_s3_to_sqs_real_notifications(tmp_path: Path, events_url: str) -> None:
     assert run.inbox.test_events == 1
     assert (run.inbox.received, run.inbox.deleted) == (len(KEYS) + 1, len(KEYS) + 1)
     assert (run.inbox.bad, run.inbox.ignored, run.inbox.left) == (0, 0, 0)
-    assert {k: v for k, v in audit_statuses(base).items()} == {k: ["downloaded"] for k in KEYS}
+    assert audit_statuses(base) == {k: ["downloaded"] for k in KEYS}
     assert_all_settled(s3, sqs, queue_url)
     s3.close()
     sqs.close()
@@ -119,9 +119,9 @@ ROUTES = ["sns-envelope", "sns-raw", "eventbridge"]
 def test_each_route_as_its_service_sends_it(
     tmp_path: Path, s3_url: str, clients: tuple[Any, Any], route: str
 ) -> None:
-    """The bodies SNS (with and without raw message delivery) and EventBridge put in the queue;
-    the key form-encoded in S3's records, as it is in EventBridge's events. A test event comes
-    along (as it would through SNS) and is acknowledged."""
+    """The bodies SNS (with and without raw message delivery) and EventBridge put in the queue:
+    the key form-encoded in S3's records, as it is in EventBridge's events. S3's test event
+    (in SNS's envelope on that route) is acknowledged beside them."""
     s3, sqs = clients
     queue_url, _ = make_queue(sqs, f"lake-{route}")
     objects = {key: body_of(key) for key in KEYS}

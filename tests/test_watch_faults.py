@@ -1,8 +1,9 @@
 """`s3drain watch` when things go wrong around it: SQS unreachable for a few seconds (ridden
 out) and for good (exit 5), a download that outlasts the visibility timeout while a second
-watcher polls the same queue, a stop in the middle of an object, and two watchers sharing one
-queue while 200 objects land. The real CLI as a subprocess against moto's HTTP server (its S3
-notifies its SQS), with the fault proxy in front of SQS or S3."""
+watcher polls the same queue, a stop in the middle of an object, two watchers sharing one queue
+while 200 objects land, and an object that fails (its message comes back). Mostly the real CLI
+as a subprocess against moto's HTTP server (its S3 notifies its SQS), with the fault proxy in
+front of SQS or S3; the two watchers on LocalStack (see that test)."""
 
 from __future__ import annotations
 
