@@ -95,6 +95,10 @@ class Inbox:
         )
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
+        # ReceiveMessage calls started, and the number of the latest that answered with no
+        # message: proof the queue was seen empty (an outage answers nothing at all).
+        self._polls = 0
+        self._empty_poll = 0
 
     # --- the loop's side
 
@@ -153,6 +157,17 @@ class Inbox:
                 oldest_age=None if oldest is None else max(0.0, self._wall() - oldest),
             )
 
+    def polls_started(self) -> int:
+        """ReceiveMessage calls started so far."""
+        with self._lock:
+            return self._polls
+
+    def seen_empty_since(self, polls: int) -> bool:
+        """Whether a ReceiveMessage started after the first `polls` answered with no message:
+        SQS itself said the queue had nothing visible (not a receive that failed)."""
+        with self._lock:
+            return self._empty_poll > polls
+
     @property
     def failure(self) -> BaseException | None:
         return self._failure
@@ -172,6 +187,8 @@ class Inbox:
                     if self._stopping.is_set():
                         return
                     self._room.wait(0.5)
+                self._polls += 1
+                poll = self._polls
             try:
                 messages = calls.receive(
                     self._client,
@@ -187,6 +204,9 @@ class Inbox:
                     continue  # its retries ran out within a blip: poll again
                 self._fail(calls.explain(exc, "ReceiveMessage", self._queue_url, self._breaker))
                 return
+            if not messages:
+                with self._lock:
+                    self._empty_poll = max(self._empty_poll, poll)
             if self._stopping.is_set():
                 self._release(messages)  # arrived after the stop: hand them straight back
                 return

@@ -104,6 +104,7 @@ class EventFeed:
         self._ready: deque[_Named] = deque()  # released from waiting, to go in next
         self._young: list[tuple[float, _Named]] = []  # (wall time it is old enough, named)
         self._last_batch = clock()
+        self._polls_at_batch = 0  # the inbox's polls started when the last batch was taken
         self.reconcile_done = threading.Event()
 
     @property
@@ -160,6 +161,7 @@ class EventFeed:
             if not batch:
                 break
             self._last_batch = self._clock()
+            self._polls_at_batch = inbox.polls_started()
             named.extend(_named(batch))
             wait = 0.0
         page: list[ObjectRecord] = []
@@ -229,7 +231,9 @@ class EventFeed:
         return True
 
     def _finished(self, inbox: Inbox, next_pass: float) -> bool:
-        """--once: the queue gave nothing for a whole long poll and nothing is left in hand."""
+        """--once: the queue gave nothing for a whole long poll and nothing is left in hand.
+        Quiet alone is not enough: while SQS is unreachable no batch comes either, so a
+        receive started after the last batch must have answered, empty."""
         if next_pass != float("inf") and self._reconcile > 0:
             return False
         with self._lock:
@@ -238,6 +242,7 @@ class EventFeed:
             not busy
             and inbox.counters().in_flight == 0
             and self._clock() - self._last_batch >= self._quiet_after
+            and inbox.seen_empty_since(self._polls_at_batch)
         )
 
     # --- outcomes (the linker's and the deleter's threads)
