@@ -32,12 +32,21 @@ class Inbox:
         self.batches = batches
         self.calls: list[tuple[str, str | None, str]] = []
         self.started = False
+        self.polls = 0
 
     def start(self) -> None:
         self.started = True
 
     def receive(self, timeout: float | None = None) -> list[Received]:
+        self.polls += 1
         return self.batches.pop(0) if self.batches else []
+
+    def polls_started(self) -> int:
+        return self.polls
+
+    def seen_empty_since(self, polls: int) -> bool:
+        # A receive after `polls` found nothing (this fake answers at once).
+        return not self.batches and self.polls > polls
 
     def settled(self, ref: ObjectRef, verdict: str) -> None:
         self.calls.append((ref.key, ref.etag, verdict))

@@ -43,8 +43,9 @@ queue; SQS hands each message to one of them.
 permissions: what a drain needs, and sqs:ReceiveMessage, sqs:DeleteMessage,
 sqs:ChangeMessageVisibility on the queue (docs/scheduling.md#iam).
 
-exit codes: as a drain's; 130 after a stop (SIGTERM, Ctrl-C) once the objects in
-flight are finished; 5 when S3 or SQS stays unreachable.
+exit codes: as a drain's, except that an object overwritten or deleted since its
+event (a stale event: the newer version has its own) does not make it 1; 130
+after a stop (SIGTERM, Ctrl-C); 5 when S3 or SQS stays unreachable.
 
 examples:
   s3drain events setup --bucket lake --prefix exports/    # prints the queue URL

@@ -16,6 +16,7 @@ from s3drain.events.client import make_sqs_client
 from s3drain.events.inbox import Inbox
 from s3drain.events.report import InboxCounters, Note
 from s3drain.output import mask
+from s3drain.records import Status
 from s3drain.s3.breaker import Breaker
 from s3drain.s3.retry import RetryPolicy
 from s3drain.watch.feed import EventFeed
@@ -124,6 +125,13 @@ def run_watch(
 def _as_watch(result: DrainResult, inbox: Inbox | None) -> DrainResult:
     """The run's result, told as a watcher's."""
     info = replace(result.info, command="watch")
+    changed = result.totals.counts.get(Status.CHANGED.value, 0)
+    if result.exit_code is ExitCode.PARTIAL and result.totals.left_in_s3 == changed:
+        # A stale event (its object overwritten or deleted before its GET) is routine for a
+        # watcher: the newer version has an event of its own. Only refusals, conflicts and
+        # failures make a watcher's result partial.
+        info = replace(info, exit_code=ExitCode.OK)
+        result = replace(result, exit_code=ExitCode.OK)
     if result.exit_code is ExitCode.INTERRUPTED and info.error is not None:
         info = replace(
             info,
