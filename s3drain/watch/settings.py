@@ -43,9 +43,10 @@ def load_watch_settings(sources: Sources) -> WatchSettings:
     once = bool(sources.flags.get("once"))
     if once and sources.get("sqs_wait_seconds") is None:
         sqs = replace(sqs, wait_seconds=min(sqs.wait_seconds, ONCE_WAIT_SECONDS))
-    # Messages held for --min-age are kept invisible by the heartbeat; more of them than the
-    # receivers' cap would stall the queue behind them.
-    sqs = replace(sqs, max_in_flight=max(sqs.max_in_flight, 4 * drain.workers))
+    # A message is held until its object is placed, deleted from S3 (batched, half a second
+    # after the first) and the message deleted: on a burst, the receivers must keep a few
+    # batches' worth in hand or they starve the workers (256 held made 45 objects/s on moto).
+    sqs = replace(sqs, max_in_flight=max(sqs.max_in_flight, 16 * drain.workers))
     drain = replace(
         drain, delete_flush_seconds=min(drain.delete_flush_seconds, DELETE_FLUSH_SECONDS)
     )
