@@ -9,7 +9,19 @@ from pathlib import Path
 
 from benchmarks.results import CEILING, CEILING_NAME, NOT_INSTALLED, Row, find
 from benchmarks.scenarios import TIMES, Scenario
-from benchmarks.targets import SCALING_CPUS, checks_table, scaling_ratio, target_checks
+from benchmarks.targets import (
+    SCALING_CPUS,
+    WATCH,
+    WATCH_EVENTS,
+    WATCH_LISTING,
+    WATCH_TRICKLE,
+    checks_table,
+    scaling_ratio,
+    target_checks,
+    watch_checks,
+    watch_ratio,
+    watch_servers,
+)
 
 README_BEGIN = "<!-- bench:begin (written by `make bench`) -->"
 README_END = "<!-- bench:end -->"
@@ -217,6 +229,122 @@ def scaling_table(rows: Sequence[Row]) -> str | None:
     return "\n".join(lines)
 
 
+def _seconds(value: float | None) -> str:
+    return _DASH if value is None else f"{value:.2f} s"
+
+
+def _sqs(row: Row) -> str:
+    total = row.sqs_requests_per_object
+    if total is None or row.watch is None or row.watch.sqs_requests is None:
+        return _DASH
+    ordered = sorted(row.watch.sqs_requests, key=lambda item: (-item[1], item[0]))
+    parts = ", ".join(f"{op} {_ratio(n / row.scenario.count)}" for op, n in ordered)
+    return f"**{total:.3f}**: {parts}" if parts else f"**{total:.3f}**"
+
+
+def _watch_server_cpu(row: Row) -> str:
+    """The S3 server's CPU per request (moto: S3's and SQS's requests together, as it serves
+    both), and SQS's own server's where it has one."""
+    text = _server_cpu(row)
+    figures = row.watch
+    if figures is None or figures.sqs_server_cpu_seconds is None or not figures.sqs_total:
+        return text
+    sqs = 1000 * figures.sqs_server_cpu_seconds / figures.sqs_total
+    return f"{text}; SQS's moto {sqs:.3f} per SQS request"
+
+
+def _status(row: Row) -> str:
+    return f"{row.status}: {row.note}" if row.note else row.status
+
+
+def _line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
+
+
+def _trickle_line(server: str, row: Row) -> str:
+    figures = row.watch
+    if figures is None:
+        return _line([server, *[_DASH] * 7, _status(row)])
+    quantiles = " / ".join(_seconds(figures.latency(q)) for q in (0.5, 0.95, 1.0))
+    if figures.missing:
+        quantiles += f" ({figures.missing} never in place)"
+    left = figures.left_in_queue
+    return _line(
+        [
+            server,
+            f"{len(figures.latencies) + figures.missing:,}",
+            quantiles if figures.latencies else _DASH,
+            f"{_seconds(figures.own_p50)} / {_seconds(figures.own_p95)}",
+            _requests(row),
+            _sqs(row),
+            _DASH if left is None else f"{left:,}",
+            _rate(row.cpu_per_1000_objects),
+            _status(row),
+        ]
+    )
+
+
+def _burst_line(server: str, events: Row, listing: Row | None, ratio: float | None) -> str:
+    last = events.watch.last_file_seconds if events.watch else None
+    if listing is None:
+        plain = _DASH
+    else:
+        plain = _rate(listing.objects_per_second) if listing.timed else listing.status
+    return _line(
+        [
+            server,
+            f"{events.scenario.count:,}",
+            _rate(events.objects_per_second) if events.timed else events.status,
+            _seconds(last) if events.timed else _DASH,
+            plain,
+            f"{ratio:.2f}{TIMES}" if ratio else _DASH,
+            _requests(events),
+            _sqs(events),
+            _watch_server_cpu(events),
+            _status(events),
+        ]
+    )
+
+
+def watch_tables(rows: Sequence[Row]) -> str | None:
+    """The watch scenario's figures, server by server: the trickle's latency, then the burst of
+    events against the plain drain."""
+    servers = watch_servers(rows)
+    if not servers:
+        return None
+    latency = [
+        "| server | uploads | upload to file: p50 / p95 / max | the watcher's own p50 / p95 "
+        "(event to settled) | S3 requests/object | SQS requests/object (by action) | left in "
+        "the queue after SIGTERM | watcher CPU s/1,000 obj | result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    burst = [
+        "| server | objects | `watch --once` objects/s | its last file at | plain drain "
+        "objects/s | ratio | S3 requests/object (by type) | SQS requests/object (by action) | "
+        "server CPU ms/request (/object) | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for server in servers:
+        trickle = find(rows, WATCH, WATCH_TRICKLE, server)
+        if trickle is not None:
+            latency.append(_trickle_line(server, trickle))
+        events = find(rows, WATCH, WATCH_EVENTS, server)
+        if events is not None:
+            listing = find(rows, WATCH, WATCH_LISTING, server)
+            burst.append(_burst_line(server, events, listing, watch_ratio(rows, server)))
+    return "\n".join(
+        [
+            "Latency: a trickle of uploads while one watcher runs.",
+            "",
+            *latency,
+            "",
+            "Throughput: a burst of events, then the same objects listed.",
+            "",
+            *burst,
+        ]
+    )
+
+
 def scenario_legend(scenarios: Sequence[Scenario]) -> str:
     return "\n".join(f"- **{s.name}**: {s.title}" for s in scenarios)
 
@@ -262,6 +390,7 @@ _COLUMN_NOTES = """\
 
 def results_markdown(rows: Sequence[Row], info: RunInfo) -> str:
     scaling = scaling_table(rows)
+    watch = watch_tables(rows)
     parts = [
         "# s3drain benchmark results",
         f"Measured by `{info.command}` on {info.date}. Written by `benchmarks/run.py`: "
@@ -279,9 +408,15 @@ def results_markdown(rows: Sequence[Row], info: RunInfo) -> str:
         scenario_legend(info.scenarios),
         table(rows),
         *(["## Scaling from one core to two", scaling] if scaling else []),
+        *(["## `s3drain watch` on S3 events", watch] if watch else []),
         *(["## The links", info.link_check] if info.link_check else []),
         "## Issue 19's targets for s3drain",
         checks_table(target_checks(rows)),
+        *(
+            ["## Issue 20's targets for `s3drain watch`", checks_table(watch_checks(rows))]
+            if watch
+            else []
+        ),
         "## Columns",
         _COLUMN_NOTES,
         "## Versions",
