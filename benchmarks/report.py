@@ -385,7 +385,17 @@ _COLUMN_NOTES = """\
   run (its share of one core over the run's wall time).
 - **result**: `ok` only when the exit code was 0, every object is on disk with the right bytes
   (MD5), nothing else is there, and the prefix is empty. Anything else is `wrong`/`failed`/
-  `timeout` and its speed is not reported."""
+  `timeout` and its speed is not reported.
+- **watch** (the `s3drain watch` scenario, benchmarks/README.md): `s3drain watch (trickle)`
+  is one watcher running while the bench uploads at a steady rate (no speed: the uploads set
+  it; its S3 requests leave out the bench's PUTs); `s3drain watch --once` drains a burst of
+  queued events; `s3drain` drains the same objects by listing them. **upload to file**: from
+  the end of each PUT to its file in place under raw/ (seen within 20 ms). **the watcher's own
+  p50 / p95**: its summary's figure, from the event's time to the object settled (deleted from
+  S3 too). **its last file at**: seconds from the watcher's start to the newest file's mtime.
+  **SQS requests/object**: the watcher's own SQS requests (not the bench's), counted at the
+  SQS server. After `--once` the queue must be empty for `ok` (and after the trickle every
+  upload must have reached its file); what the trickle's SIGTERM left in the queue is shown."""
 
 
 def results_markdown(rows: Sequence[Row], info: RunInfo) -> str:

@@ -243,7 +243,12 @@ WATCH_S3_REQUESTS = 1.1
 
 def watch_servers(rows: Sequence[Row]) -> list[str]:
     """The servers the watch scenario ran on, in the order of the rows."""
-    return list(dict.fromkeys(row.server for row in rows if row.scenario.name == WATCH))
+    names = (WATCH_TRICKLE, WATCH_EVENTS, WATCH_LISTING)
+    return list(
+        dict.fromkeys(
+            row.server for row in rows if row.scenario.name == WATCH and row.contender in names
+        )
+    )
 
 
 def watch_ratio(rows: Sequence[Row], server: str) -> float | None:

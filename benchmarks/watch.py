@@ -318,16 +318,16 @@ class WatchRuns:
 
     # --- each run's set-up
 
-    def fresh_queue(self, run: str, *, notify: bool) -> str:
-        """An emptied prefix, and a new empty queue that its events go to (on moto, S3 sends
-        them there once ``notify``)."""
+    def fresh_queue(self, run: str) -> str:
+        """An emptied prefix, and a new empty queue for its events (on moto, where S3 sends
+        them itself, the bucket's notification configuration names it)."""
         self.bench.backend.fresh(self.prefix, restart=False)  # moto: a reset, queues and all
         s3 = make_client(self.target)
         try:
             ensure_bucket(s3, self.target.bucket)
             name = f"s3drain-bench-{run}-{next(self._queues)}"
             url: str = self.sqs_client.create_queue(QueueName=name)["QueueUrl"]
-            if notify and self.sqs.notifies:
+            if self.sqs.notifies:
                 arn = self.sqs_client.get_queue_attributes(
                     QueueUrl=url, AttributeNames=["QueueArn"]
                 )["Attributes"]["QueueArn"]
@@ -420,7 +420,7 @@ class WatchRuns:
         scenario = dataclasses.replace(self.scenario, count=shape.count + 1)
         objects = dataset.build(scenario, self.prefix, data_dir / "trickle")
         self.log(f"{TRICKLE}: {shape.count} uploads at {shape.rate:g}/s")
-        queue_url = self.fresh_queue("trickle", notify=True)
+        queue_url = self.fresh_queue("trickle")
         trial_dir, ctx = self.trial_dir("trickle")
         row = self.bench.row(scenario, TRICKLE, FAILED)
         try:
@@ -557,7 +557,7 @@ class WatchRuns:
 
     def events(self, objects: Sequence[ObjectSpec]) -> Row:
         self.log(f"{EVENTS}: {len(objects):,} objects and their events")
-        queue_url = self.fresh_queue("events", notify=True)
+        queue_url = self.fresh_queue("events")
         s3 = make_client(self.target)
         try:
             with ThreadPoolExecutor(FILL_THREADS, thread_name_prefix="bench-fill") as pool:
