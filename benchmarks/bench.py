@@ -44,6 +44,7 @@ from benchmarks.s3 import Target, ensure_bucket, fill, make_client
 from benchmarks.scenarios import MIB, Scenario
 from benchmarks.servers import Backend, Route, routable
 from benchmarks.verify import verify
+from benchmarks.watch import watch_rows
 
 # moto keeps big objects' memory after a reset: above this, each run gets a new server (and
 # SeaweedFS a new bucket, which drops its volumes).
@@ -94,7 +95,12 @@ class ServerBench:
         write_tool_configs(self.config_dir, self.backend.target.region)
         rows: list[Row] = []
         for scenario in scenarios:
-            rows += self.scaling(scenario) if scenario.scaling else self.scenario(scenario)
+            if scenario.scaling:
+                rows += self.scaling(scenario)
+            elif scenario.trickle is not None:
+                rows += watch_rows(self, scenario)
+            else:
+                rows += self.scenario(scenario)
         return rows
 
     def log(self, scenario: Scenario, message: str) -> None:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +50,11 @@ def run_child(
     stderr: Path,
     timeout: float,
     cpus: str | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> ChildResult:
-    """``cpus`` (``taskset -c`` syntax) pins the command and everything it starts."""
+    """``cpus`` (``taskset -c`` syntax) pins the command and everything it starts.
+    ``on_start`` is given the launcher's pid (its process group's too) once it runs: the
+    `watch` scenario stops its watcher from another thread."""
     stats = stdout.with_name("rusage.txt")
     stats.unlink(missing_ok=True)
     pinning = [f"--cpus={cpus}"] if cpus else []
@@ -66,6 +69,8 @@ def run_child(
             stderr=err,
             start_new_session=True,
         )
+        if on_start is not None:
+            on_start(process.pid)
         expired = threading.Event()
         watchdog = threading.Timer(timeout, _kill_group, (process.pid, expired))
         watchdog.start()

@@ -7,9 +7,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.results import CEILING, CEILING_NAME, NOT_INSTALLED, Row, find
+from benchmarks.results import CEILING, CEILING_NAME, NOT_INSTALLED, OK, Row, find
 from benchmarks.scenarios import TIMES, Scenario
-from benchmarks.targets import SCALING_CPUS, checks_table, scaling_ratio, target_checks
+from benchmarks.targets import (
+    SCALING_CPUS,
+    WATCH,
+    WATCH_EVENTS,
+    WATCH_LISTING,
+    WATCH_TRICKLE,
+    checks_table,
+    scaling_ratio,
+    target_checks,
+    watch_checks,
+    watch_ratio,
+    watch_servers,
+)
 
 README_BEGIN = "<!-- bench:begin (written by `make bench`) -->"
 README_END = "<!-- bench:end -->"
@@ -163,11 +175,16 @@ _COMPACT_COLUMNS = (
 )
 
 
+def _status_or_dash(row: Row) -> str:
+    return _DASH if row.status == OK else row.status
+
+
 def compact_table(rows: Sequence[Row]) -> str:
     """The README's table: figures only; a row that is not ok shows its status instead."""
     lines = ["| " + " | ".join(_COMPACT_COLUMNS) + " |", "|" + "---|" * len(_COMPACT_COLUMNS)]
     for row in rows:
-        speed = _rate(row.objects_per_second) if row.timed else row.status
+        # The watch scenario's trickle is ok with no speed of its own (the uploads set it).
+        speed = _rate(row.objects_per_second) if row.timed else _status_or_dash(row)
         total = row.requests_per_object
         cells = (
             row.scenario.name,
@@ -217,6 +234,122 @@ def scaling_table(rows: Sequence[Row]) -> str | None:
     return "\n".join(lines)
 
 
+def _seconds(value: float | None) -> str:
+    return _DASH if value is None else f"{value:.2f} s"
+
+
+def _sqs(row: Row) -> str:
+    total = row.sqs_requests_per_object
+    if total is None or row.watch is None or row.watch.sqs_requests is None:
+        return _DASH
+    ordered = sorted(row.watch.sqs_requests, key=lambda item: (-item[1], item[0]))
+    parts = ", ".join(f"{op} {_ratio(n / row.scenario.count)}" for op, n in ordered)
+    return f"**{total:.3f}**: {parts}" if parts else f"**{total:.3f}**"
+
+
+def _watch_server_cpu(row: Row) -> str:
+    """The S3 server's CPU per request (moto: S3's and SQS's requests together, as it serves
+    both), and SQS's own server's where it has one."""
+    text = _server_cpu(row)
+    figures = row.watch
+    if figures is None or figures.sqs_server_cpu_seconds is None or not figures.sqs_total:
+        return text
+    sqs = 1000 * figures.sqs_server_cpu_seconds / figures.sqs_total
+    return f"{text}; SQS's moto {sqs:.3f} per SQS request"
+
+
+def _status(row: Row) -> str:
+    return f"{row.status}: {row.note}" if row.note else row.status
+
+
+def _line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
+
+
+def _trickle_line(server: str, row: Row) -> str:
+    figures = row.watch
+    if figures is None:
+        return _line([server, *[_DASH] * 7, _status(row)])
+    quantiles = " / ".join(_seconds(figures.latency(q)) for q in (0.5, 0.95, 1.0))
+    if figures.missing:
+        quantiles += f" ({figures.missing} never in place)"
+    left = figures.left_in_queue
+    return _line(
+        [
+            server,
+            f"{len(figures.latencies) + figures.missing:,}",
+            quantiles if figures.latencies else _DASH,
+            f"{_seconds(figures.own_p50)} / {_seconds(figures.own_p95)}",
+            _requests(row),
+            _sqs(row),
+            _DASH if left is None else f"{left:,}",
+            _rate(row.cpu_per_1000_objects),
+            _status(row),
+        ]
+    )
+
+
+def _burst_line(server: str, events: Row, listing: Row | None, ratio: float | None) -> str:
+    last = events.watch.last_file_seconds if events.watch else None
+    if listing is None:
+        plain = _DASH
+    else:
+        plain = _rate(listing.objects_per_second) if listing.timed else listing.status
+    return _line(
+        [
+            server,
+            f"{events.scenario.count:,}",
+            _rate(events.objects_per_second) if events.timed else events.status,
+            _seconds(last) if events.timed else _DASH,
+            plain,
+            f"{ratio:.2f}{TIMES}" if ratio else _DASH,
+            _requests(events),
+            _sqs(events),
+            _watch_server_cpu(events),
+            _status(events),
+        ]
+    )
+
+
+def watch_tables(rows: Sequence[Row]) -> str | None:
+    """The watch scenario's figures, server by server: the trickle's latency, then the burst of
+    events against the plain drain."""
+    servers = watch_servers(rows)
+    if not servers:
+        return None
+    latency = [
+        "| server | uploads | upload to file: p50 / p95 / max | the watcher's own p50 / p95 "
+        "(event to settled) | S3 requests/object | SQS requests/object (by action) | left in "
+        "the queue after SIGTERM | watcher CPU s/1,000 obj | result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    burst = [
+        "| server | objects | `watch --once` objects/s | its last file at | plain drain "
+        "objects/s | ratio | S3 requests/object (by type) | SQS requests/object (by action) | "
+        "server CPU ms/request (/object) | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for server in servers:
+        trickle = find(rows, WATCH, WATCH_TRICKLE, server)
+        if trickle is not None:
+            latency.append(_trickle_line(server, trickle))
+        events = find(rows, WATCH, WATCH_EVENTS, server)
+        if events is not None:
+            listing = find(rows, WATCH, WATCH_LISTING, server)
+            burst.append(_burst_line(server, events, listing, watch_ratio(rows, server)))
+    return "\n".join(
+        [
+            "Latency: a trickle of uploads while one watcher runs.",
+            "",
+            *latency,
+            "",
+            "Throughput: a burst of events, then the same objects listed.",
+            "",
+            *burst,
+        ]
+    )
+
+
 def scenario_legend(scenarios: Sequence[Scenario]) -> str:
     return "\n".join(f"- **{s.name}**: {s.title}" for s in scenarios)
 
@@ -257,11 +390,22 @@ _COLUMN_NOTES = """\
   run (its share of one core over the run's wall time).
 - **result**: `ok` only when the exit code was 0, every object is on disk with the right bytes
   (MD5), nothing else is there, and the prefix is empty. Anything else is `wrong`/`failed`/
-  `timeout` and its speed is not reported."""
+  `timeout` and its speed is not reported.
+- **watch** (the `s3drain watch` scenario, benchmarks/README.md): `s3drain watch (trickle)`
+  is one watcher running while the bench uploads at a steady rate (no speed: the uploads set
+  it; its S3 requests leave out the bench's PUTs); `s3drain watch --once` drains a burst of
+  queued events; `s3drain` drains the same objects by listing them. **upload to file**: from
+  the end of each PUT to its file in place under raw/ (seen within 20 ms). **the watcher's own
+  p50 / p95**: its summary's figure, from the event's time to the object settled (deleted from
+  S3 too). **its last file at**: seconds from the watcher's start to the newest file's mtime.
+  **SQS requests/object**: the watcher's own SQS requests (not the bench's), counted at the
+  SQS server. After `--once` the queue must be empty for `ok` (and after the trickle every
+  upload must have reached its file); what the trickle's SIGTERM left in the queue is shown."""
 
 
 def results_markdown(rows: Sequence[Row], info: RunInfo) -> str:
     scaling = scaling_table(rows)
+    watch = watch_tables(rows)
     parts = [
         "# s3drain benchmark results",
         f"Measured by `{info.command}` on {info.date}. Written by `benchmarks/run.py`: "
@@ -279,9 +423,15 @@ def results_markdown(rows: Sequence[Row], info: RunInfo) -> str:
         scenario_legend(info.scenarios),
         table(rows),
         *(["## Scaling from one core to two", scaling] if scaling else []),
+        *(["## `s3drain watch` on S3 events", watch] if watch else []),
         *(["## The links", info.link_check] if info.link_check else []),
         "## Issue 19's targets for s3drain",
         checks_table(target_checks(rows)),
+        *(
+            ["## Issue 20's targets for `s3drain watch`", checks_table(watch_checks(rows))]
+            if watch
+            else []
+        ),
         "## Columns",
         _COLUMN_NOTES,
         "## Versions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +20,45 @@ CEILING = "ceiling"
 CEILING_NAME = "server ceiling"
 # The peers of issue 19's targets: the tools an ETL team would otherwise pick.
 PEERS = ("rclone", "s5cmd")
+
+
+@dataclass(frozen=True)
+class WatchFigures:
+    """What a run of the `watch` scenario measured besides a run's own figures."""
+
+    # The watcher's SQS requests by action (ReceiveMessage, DeleteMessageBatch, ...), counted
+    # at the SQS server; None when nobody could count them.
+    sqs_requests: tuple[tuple[str, int], ...] | None = None
+    # SQS is served by the S3 server's process (moto): its CPU is the two services' together.
+    sqs_on_s3_server: bool = False
+    # CPU seconds of SQS's own server during the run, where it is not the S3 server.
+    sqs_server_cpu_seconds: float | None = None
+    # The trickle: seconds from the end of each upload (its PUT answered, and where the bench
+    # sends the event, before that) to its file in place under raw/; objects never seen there.
+    latencies: tuple[float, ...] = ()
+    missing: int = 0
+    # The burst: seconds from the watcher's start to the last file it wrote (its mtime): the
+    # end of its wall time past that is the wait for its last deletes and a quiet queue.
+    last_file_seconds: float | None = None
+    # The watcher's own figure (its --json summary): event time to the object settled
+    # (placed, verified, deleted from S3), p50 and p95.
+    own_p50: float | None = None
+    own_p95: float | None = None
+    # Messages the watcher received, by its summary.
+    messages: int | None = None
+    # Messages still in the queue after the watcher exited (the trickle's SIGTERM).
+    left_in_queue: int | None = None
+
+    def latency(self, q: float) -> float | None:
+        """The ``q`` quantile of the latencies (nearest rank)."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    @property
+    def sqs_total(self) -> int | None:
+        return None if self.sqs_requests is None else sum(n for _, n in self.sqs_requests)
 
 
 @dataclass(frozen=True)
@@ -47,6 +87,8 @@ class Row:
     processes: int = 1
     # CPU seconds the server process spent during the run, to show it was not the limit.
     server_cpu_seconds: float | None = None
+    # The `watch` scenario's own figures (latency, SQS requests); None in every other row.
+    watch: WatchFigures | None = None
 
     @property
     def label(self) -> str:
@@ -110,8 +152,15 @@ class Row:
         return self.peak_rss_sum_bytes / MIB
 
     @property
+    def sqs_requests_per_object(self) -> float | None:
+        total = self.watch.sqs_total if self.watch else None
+        return None if total is None else total / self.scenario.count
+
+    @property
     def server_ms_per_request(self) -> float | None:
         total = sum(n for _, n in self.requests) if self.requests else 0
+        if self.watch is not None and self.watch.sqs_on_s3_server:
+            total += self.watch.sqs_total or 0  # moto served both: its CPU is for both
         if self.server_cpu_seconds is None or not total:
             return None
         return 1000 * self.server_cpu_seconds / total

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import contextlib
+import dataclasses
 import datetime
 import os
 import shlex
@@ -56,7 +57,7 @@ from benchmarks.scenarios import (
 )
 from benchmarks.seaweed import OwnSeaweed
 from benchmarks.servers import Backend, ExternalServer, OwnMoto
-from benchmarks.targets import checks_table, target_checks
+from benchmarks.targets import checks_table, target_checks, watch_checks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = REPO_ROOT / "benchmarks" / "work"
@@ -69,9 +70,10 @@ SMOKE_LINK_CHECK_BYTES = 4 * 1024 * 1024
 BIG_REPEAT = 3
 _COUNTING = {
     "moto-aws-like": "from moto's request log (no proxy in the path), and by the latency proxy "
-    "in the latency scenario",
+    "in the latency scenario; SQS requests (the watch scenario) from the same log, by action",
     "seaweedfs": "from SeaweedFS's Prometheus metrics (`SeaweedFS_s3_request_total` by type; "
-    "no proxy in the path)",
+    "no proxy in the path); in the watch scenario SQS is a moto of its own, its requests "
+    "counted from its log, by action",
     "external": "by a counting proxy (latency 0) in front of the endpoint, where it is plain HTTP",
 }
 _COUNTING["moto"] = _COUNTING["moto-aws-like"]
@@ -253,6 +255,16 @@ def _settings(config: BenchConfig) -> dict[str, str]:
             f"{config.repeat} run(s) each in the scenarios of small objects, {big} in those of "
             "big objects, the median reported"
         )
+    if any(scenario.trickle for scenario in config.scenarios):
+        settings["s3drain watch"] = (
+            "`python -m s3drain watch --bucket BUCKET --prefix PREFIX --local-base-path DIR "
+            "--endpoint-url URL --addressing-style path --region REGION --queue-url QUEUE "
+            "--sqs-endpoint-url SQS -q --json`, its defaults otherwise (see "
+            "`s3drain watch --help`: a reconcile pass at start and every hour, 2 receivers, 20 s "
+            "long polls); stopped by SIGTERM after the trickle. On the burst of events also "
+            "`--once --reconcile 0` (its long polls are then 2 s). The plain drain is the "
+            "s3drain contender's command"
+        )
     settings["every contender"] = (
         "the same access keys and region in the environment, its own empty config files "
         "(AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, RCLONE_CONFIG), no proxies, a fresh "
@@ -309,6 +321,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; writes to work/")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument(
+        "--watch-seconds",
+        type=float,
+        default=None,
+        help="how long the watch scenario's trickle of uploads lasts (default: "
+        f"{FULL['watch'].trickle.seconds if FULL['watch'].trickle else 0:g} s, "
+        f"{SMOKE['watch'].trickle.seconds if SMOKE['watch'].trickle else 0:g} with --smoke)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="where the markdown goes")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     args = parser.parse_args(argv)
@@ -323,13 +343,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.watch_seconds is not None and args.watch_seconds <= 0:
+        parser.error("--watch-seconds must be more than 0")
     return args
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     sizes = SMOKE if args.smoke else FULL
     return BenchConfig(
-        scenarios=tuple(sizes[name] for name in args.scenario_names),
+        scenarios=tuple(
+            _trickle_for(sizes[name], args.watch_seconds) for name in args.scenario_names
+        ),
         contenders=tuple(tools.ALL[name] for name in args.contender_names),
         workdir=WORKDIR,
         endpoint_url=args.endpoint_url,
@@ -342,6 +366,15 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         ceiling_levels=SMOKE_LEVELS if args.smoke else FULL_LEVELS,
         link_check_bytes=SMOKE_LINK_CHECK_BYTES if args.smoke else CHECK_BYTES,
         dest=args.dest,
+    )
+
+
+def _trickle_for(scenario: Scenario, seconds: float | None) -> Scenario:
+    """The watch scenario with its trickle lasting ``seconds`` (at the same rate)."""
+    if scenario.trickle is None or seconds is None:
+        return scenario
+    return dataclasses.replace(
+        scenario, trickle=dataclasses.replace(scenario.trickle, seconds=seconds)
     )
 
 
@@ -372,8 +405,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if scaling:
         print()
         print(scaling)
+    watch = report.watch_tables(result.rows)
+    if watch:
+        print()
+        print(watch)
     print()
     print(checks_table(target_checks(result.rows)))
+    if watch:
+        print()
+        print(checks_table(watch_checks(result.rows)))
     log(f"written to {output}")
 
 

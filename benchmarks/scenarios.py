@@ -37,6 +37,18 @@ CLOUD = Link(delay=0.0125, rate=90 * MIB)
 
 
 @dataclass(frozen=True)
+class Trickle:
+    """The `watch` scenario's steady uploads while one watcher runs (benchmarks/watch.py)."""
+
+    rate: float  # objects per second
+    seconds: float
+
+    @property
+    def count(self) -> int:
+        return max(1, round(self.rate * self.seconds))
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     count: int
@@ -48,6 +60,10 @@ class Scenario:
     # Runs on a server pinned to core 0, each contender pinned to core 1 and then to cores
     # 0-1: how a drain grows from one core to two.
     scaling: bool = False
+    # `s3drain watch` on S3's event notifications (benchmarks/watch.py): a trickle of uploads
+    # of ``size`` while one watcher runs (latency), then the ``count`` objects as a burst of
+    # events drained by `watch --once` and by a plain drain (throughput).
+    trickle: Trickle | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -62,6 +78,12 @@ class Scenario:
             text += f", over a link of {self.link.title}"
         if self.scaling:
             text += ", server on core 0, the drain on core 1 and then on cores 0-1"
+        if self.trickle:
+            text = (
+                f"a trickle of {self.trickle.rate:g}/s {TIMES} {_size_text(self.size)} for "
+                f"{self.trickle.seconds:g} s while `s3drain watch` runs (upload to file), then "
+                f"{text} as a burst of S3 events: `s3drain watch --once` against a plain drain"
+            )
         return text
 
     @property
@@ -88,6 +110,7 @@ FULL: dict[str, Scenario] = {
     "large-cloud": Scenario("large-cloud", 20, 64 * MIB, link=CLOUD),
     "huge-cloud": Scenario("huge-cloud", 1, 1 * GIB, link=CLOUD),
     "scaling": Scenario("scaling", 2000, 4 * KIB, scaling=True),
+    "watch": Scenario("watch", 2000, 4 * KIB, trickle=Trickle(rate=10.0, seconds=60.0)),
 }
 
 # Tiny, so the whole smoke run takes seconds; "huge" still crosses s3drain's default 16 MiB
@@ -103,6 +126,7 @@ SMOKE: dict[str, Scenario] = {
     "large-cloud": Scenario("large-cloud", 2, 2 * MIB, link=CLOUD),
     "huge-cloud": Scenario("huge-cloud", 1, 24 * MIB, link=CLOUD),
     "scaling": Scenario("scaling", 50, 4 * KIB, scaling=True),
+    "watch": Scenario("watch", 20, 4 * KIB, trickle=Trickle(rate=4.0, seconds=5.0)),
 }
 
 SCENARIO_NAMES = tuple(FULL)
@@ -110,18 +134,23 @@ SCENARIO_NAMES = tuple(FULL)
 # Which scenarios run on which server. moto keeps what it models (a server that is the limit,
 # and the 16 MiB/s wan link of the last rounds); the fast server gets the `cloud` link and the
 # scaling runs, which on moto would measure moto.
-MOTO_SCENARIOS = ("small", "large", "huge", "latency", "large-wan", "huge-wan")
-FAST_SCENARIOS = ("small", "large", "huge", "small-cloud", "large-cloud", "huge-cloud", "scaling")
+# `watch` runs on both: on moto S3 itself sends the events to moto's SQS; on SeaweedFS the bench
+# sends them, to a moto of its own that serves SQS only.
+MOTO_SCENARIOS = ("small", "large", "huge", "latency", "large-wan", "huge-wan", "watch")
+FAST_SCENARIOS = (
+    *("small", "large", "huge", "small-cloud", "large-cloud", "huge-cloud", "scaling"),
+    "watch",
+)
 SERVER_SCENARIOS: dict[str, tuple[str, ...]] = {
     "moto-aws-like": MOTO_SCENARIOS,
     "moto": MOTO_SCENARIOS,
     "seaweedfs": FAST_SCENARIOS,
-    # Nothing to pin on a server we did not start.
-    "external": tuple(name for name in SCENARIO_NAMES if name != "scaling"),
+    # Nothing to pin on a server we did not start, and no SQS beside it.
+    "external": tuple(name for name in SCENARIO_NAMES if name not in ("scaling", "watch")),
 }
 SERVER_NAMES = ("moto-aws-like", "moto", "seaweedfs")
-# `make bench-smoke` keeps to about a minute: each path of the harness once (both servers, a
-# link relay and ranged GETs on each, the pinned server), not every scenario. The latency
-# proxy is in tests/test_bench_smoke.py.
-SMOKE_SCENARIO_NAMES = ("small", "huge-wan", "huge-cloud", "scaling")
+# `make bench-smoke` keeps to about two minutes: each path of the harness once (both servers, a
+# link relay and ranged GETs on each, the pinned server, the watcher on moto's events and on
+# the bench's), not every scenario. The latency proxy is in tests/test_bench_smoke.py.
+SMOKE_SCENARIO_NAMES = ("small", "huge-wan", "huge-cloud", "scaling", "watch")
 DEFAULT_SERVERS = ("moto-aws-like", "seaweedfs")

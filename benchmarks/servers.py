@@ -8,6 +8,11 @@ machine's two cores from the contenders. The proxy (``python -m tests.support.pr
 process) is used where it is needed anyway: the latency scenario, and an external endpoint,
 whose log we cannot read. The wan scenarios put a link relay (``python -m benchmarks.wan``, a
 TCP relay that neither parses nor counts) in front of whichever of those the run would use.
+
+moto is ``python -m benchmarks.moto_server``: moto's server with its SQS made to cost the same
+per message however deep the queue (see that module), which also writes each SQS request's
+action to the log; ``count_log_lines`` leaves those requests out of the S3 counts and
+``count_sqs_lines`` counts them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from types import TracebackType
 from typing import IO, Protocol, Self
 from urllib.parse import urlsplit
 
+from benchmarks.moto_server import S3DRAIN_CLIENT, SQS_LINE
 from benchmarks.s3 import DEFAULT_REGION, LOCAL_CREDENTIALS, Target, empty_prefix, make_client
 from benchmarks.scenarios import Link
 from benchmarks.seaweed import process_cpu_seconds
@@ -37,6 +43,7 @@ _PROXY_STOP_TIMEOUT = 10.0
 # werkzeug colours some request lines (206, 404, ...) even when writing to a file.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _REQUEST_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3})')
+_SQS_LINE = re.compile(rf"^{SQS_LINE} (\w+) (\w+)$", re.MULTILINE)
 
 
 class Backend(Protocol):
@@ -67,10 +74,18 @@ class Backend(Protocol):
 class OwnMoto:
     """A moto server on 127.0.0.1 that this bench starts, resets and restarts."""
 
-    def __init__(self, workdir: Path, bucket: str, *, aws_like: bool = True) -> None:
-        self._log = workdir / "moto-requests.log"
+    def __init__(
+        self,
+        workdir: Path,
+        bucket: str,
+        *,
+        aws_like: bool = True,
+        log_name: str = "moto-requests.log",
+    ) -> None:
+        self._log = workdir / log_name
         self._log.unlink(missing_ok=True)
-        self._server = MotoServer(log_path=self._log, aws_like=aws_like)
+        module = ("benchmarks.moto_server", *(("--aws-like",) if aws_like else ()))
+        self._server = MotoServer(log_path=self._log, aws_like=aws_like, module=module)
         self._bucket = bucket
         self._aws_like = aws_like
 
@@ -89,11 +104,13 @@ class OwnMoto:
 
     @property
     def description(self) -> str:
+        sqs = "its SQS's cost per message made independent of the queue's depth"
         if self._aws_like:
             return (
-                "moto server (local, one process; DeleteObjects' per-key ETag honoured as AWS does)"
+                "moto server (local, one process; DeleteObjects' per-key ETag honoured as AWS "
+                f"does; {sqs})"
             )
-        return "moto server (local, one process; as released)"
+        return f"moto server (local, one process; S3 as released; {sqs})"
 
     def fresh(self, prefix: str, restart: bool) -> None:
         # moto keeps the memory of big objects after a reset (1 GiB stays in its RSS), so
@@ -108,10 +125,18 @@ class OwnMoto:
         return self._log.stat().st_size if self._log.exists() else 0
 
     def counts_since(self, mark: object) -> Counter[str]:
+        return count_log_lines(self._log_since(mark))
+
+    def sqs_counts_since(self, mark: object, client: str | None = S3DRAIN_CLIENT) -> Counter[str]:
+        """SQS requests by action since ``mark``: the watcher's (``client`` s3drain), or
+        everyone's (None)."""
+        return count_sqs_lines(self._log_since(mark), client)
+
+    def _log_since(self, mark: object) -> str:
         assert isinstance(mark, int)
         with self._log.open("rb") as log:
             log.seek(mark)
-            return count_log_lines(log.read().decode(errors="replace"))
+            return log.read().decode(errors="replace")
 
     def cpu_seconds(self) -> float | None:
         return process_cpu_seconds(self._server.pid)
@@ -166,9 +191,19 @@ def count_log_lines(text: str) -> Counter[str]:
         match = _REQUEST_LINE.search(_ANSI.sub("", line))
         if match is None or match.group(2).startswith("/moto-api"):
             continue
+        if match.group(1) == "POST" and match.group(2) == "/":
+            continue  # SQS (its JSON protocol posts every action to /): count_sqs_lines
         _, bucket, key, params = split_target(match.group(2))
         counts[s3_operation(match.group(1), bucket, key, params, {})] += 1
     return counts
+
+
+def count_sqs_lines(text: str, client: str | None = S3DRAIN_CLIENT) -> Counter[str]:
+    """SQS actions in benchmarks.moto_server's ``sqs-request ACTION CLIENT`` lines, those of
+    ``client`` only unless it is None."""
+    return Counter(
+        action for action, who in _SQS_LINE.findall(text) if client is None or who == client
+    )
 
 
 def proxyable(url: str) -> bool:

@@ -228,3 +228,79 @@ def checks_table(checks: Sequence[Check]) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+# --- issue 20: `s3drain watch` (the `watch` scenario, benchmarks/watch.py) ---------------------
+
+WATCH = "watch"
+WATCH_TRICKLE = "s3drain watch (trickle)"
+WATCH_EVENTS = "s3drain watch --once"
+WATCH_LISTING = "s3drain"
+WATCH_P95_SECONDS = 2.0
+WATCH_RATIO = 0.90
+WATCH_S3_REQUESTS = 1.1
+
+
+def watch_servers(rows: Sequence[Row]) -> list[str]:
+    """The servers the watch scenario ran on, in the order of the rows."""
+    names = (WATCH_TRICKLE, WATCH_EVENTS, WATCH_LISTING)
+    return list(
+        dict.fromkeys(
+            row.server for row in rows if row.scenario.name == WATCH and row.contender in names
+        )
+    )
+
+
+def watch_ratio(rows: Sequence[Row], server: str) -> float | None:
+    """objects/s of `watch --once` on the burst of events over the plain drain's."""
+    events, listing = (find(rows, WATCH, name, server) for name in (WATCH_EVENTS, WATCH_LISTING))
+    if not (events and listing and events.objects_per_second and listing.objects_per_second):
+        return None
+    return events.objects_per_second / listing.objects_per_second
+
+
+def watch_checks(rows: Sequence[Row]) -> list[Check]:
+    """Issue 20's targets, server by server."""
+    checks = []
+    for server in watch_servers(rows):
+        trickle = find(rows, WATCH, WATCH_TRICKLE, server)
+        p95 = (
+            trickle.watch.latency(0.95)
+            if trickle and trickle.status == OK and trickle.watch
+            else None
+        )
+        checks.append(
+            value_check(
+                f"watch on {server}: upload to file p95 ≤ {WATCH_P95_SECONDS:g} s",
+                mine=p95,
+                needed=WATCH_P95_SECONDS,
+                unit="s",
+                basis="the target",
+                higher_is_better=False,
+            )
+        )
+        listing = find(rows, WATCH, WATCH_LISTING, server)
+        checks.append(
+            value_check(
+                f"watch on {server}: `watch --once` on a burst of events ≥ {WATCH_RATIO:g}"
+                f"{TIMES} a plain drain's obj/s",
+                mine=watch_ratio(rows, server),
+                needed=WATCH_RATIO if listing and listing.objects_per_second else None,
+                unit=TIMES,
+                basis=f"the plain drain's {_rate(listing.objects_per_second)} obj/s"
+                if listing and listing.objects_per_second
+                else "the target",
+            )
+        )
+        events = find(rows, WATCH, WATCH_EVENTS, server)
+        checks.append(
+            value_check(
+                f"watch on {server}: `watch --once` ≤ {WATCH_S3_REQUESTS:g} S3 requests per object",
+                mine=events.requests_per_object if events and events.status == OK else None,
+                needed=WATCH_S3_REQUESTS,
+                unit="req/obj",
+                basis="the target",
+                higher_is_better=False,
+            )
+        )
+    return checks

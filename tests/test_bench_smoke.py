@@ -4,6 +4,7 @@ The wan link is the exception, and only where physics decides: a relay that dela
 can be slower than asked for on a busy machine, but never faster.
 
 Only s3drain and the naive loop take part, so CI needs neither rclone, s5cmd nor the AWS CLI.
+The `watch` scenario runs on moto at its smoke size (its trickle is 5 s; about 16 s in all).
 The wan scenarios need no privileges: their link is a relay process on loopback. SeaweedFS
 takes part where `make bench-tools` installed it; its counting and the launcher's memory of a
 process tree are checked without it.
@@ -31,10 +32,15 @@ from benchmarks.results import CEILING, CEILING_NAME, FAILED, OK, WRONG, Row
 from benchmarks.run import BenchResult, run_bench
 from benchmarks.scenarios import MIB, MOTO_SCENARIOS, SMOKE
 from benchmarks.seaweed import locate, parse_request_counts
-from benchmarks.servers import count_log_lines
+from benchmarks.servers import count_log_lines, count_sqs_lines
+from benchmarks.targets import watch_checks
 from benchmarks.wan import Relay
+from benchmarks.watch import EVENTS, TRICKLE, s3_event_body
+from s3drain.events.messages import ObjectEvent, parse_message
 
 WEED = locate(search_path(os.environ.get("PATH", "")))
+# The scenarios every contender drains; `watch` runs s3drain's watcher and its plain drain.
+DRAIN_SCENARIOS = tuple(name for name in MOTO_SCENARIOS if name != "watch")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,7 @@ def _rows(result: BenchResult, scenario: str) -> dict[str, Row]:
     return {row.contender: row for row in result.rows if row.scenario.name == scenario}
 
 
-@pytest.mark.parametrize("scenario", MOTO_SCENARIOS)
+@pytest.mark.parametrize("scenario", DRAIN_SCENARIOS)
 def test_every_scenario_has_a_ceiling_and_verified_contenders(
     smoke: BenchResult, scenario: str
 ) -> None:
@@ -78,7 +84,7 @@ def test_every_scenario_has_a_ceiling_and_verified_contenders(
         assert (row.relay_cpu_seconds is not None) == (row.scenario.link is not None)
 
 
-@pytest.mark.parametrize("scenario", MOTO_SCENARIOS)
+@pytest.mark.parametrize("scenario", DRAIN_SCENARIOS)
 def test_requests_are_counted_by_type(smoke: BenchResult, scenario: str) -> None:
     for name in ("s3drain", "naive"):
         row = _rows(smoke, scenario)[name]
@@ -99,6 +105,87 @@ def test_results_markdown_has_table_targets_and_versions(smoke: BenchResult) -> 
     assert "**moto-aws-like**: moto server" in text
     assert "## The links" in text
     assert "| large-wan | moto-aws-like | s3drain | ok |" in text
+    assert "## `s3drain watch` on S3 events" in text
+    assert "## Issue 20's targets for `s3drain watch`" in text
+
+
+def test_the_watch_scenario_times_each_upload_and_both_drains(smoke: BenchResult) -> None:
+    rows = _rows(smoke, "watch")
+    assert list(rows) == [TRICKLE, EVENTS, "s3drain"]
+    for row in rows.values():
+        assert row.status == OK, row.note
+    trickle = rows[TRICKLE].watch
+    assert trickle is not None
+    shape = SMOKE["watch"].trickle
+    assert shape is not None
+    # Every upload of the trickle was timed to its file; the warm-up object is not in them.
+    assert len(trickle.latencies) == shape.count and trickle.missing == 0
+    assert all(0 <= latency < 30 for latency in trickle.latencies)
+    assert trickle.latency(0.5) is not None and trickle.own_p95 is not None
+    # The watcher's requests only: the bench's uploads are not in the trickle's S3 counts,
+    # nor its own SQS calls in the SQS counts.
+    counts = dict(rows[TRICKLE].requests or ())
+    assert "PutObject" not in counts and counts["GetObject"] >= shape.count + 1
+    sqs = dict(trickle.sqs_requests or ())
+    assert sqs.get("ReceiveMessage", 0) >= 1 and "SendMessage" not in sqs
+    assert "PurgeQueue" not in sqs and "GetQueueAttributes" not in sqs
+    events = rows[EVENTS]
+    assert events.watch is not None and events.objects_per_second
+    assert dict(events.requests or ())["GetObject"] >= events.scenario.count
+    assert "ListObjectsV2" not in dict(events.requests or ())  # --reconcile 0: no listing
+    sqs = dict(events.watch.sqs_requests or ())
+    # At most 10 messages a receive, 10 a delete: 20 messages take at least 2 of each.
+    assert sqs["ReceiveMessage"] >= 2 and sqs["DeleteMessageBatch"] >= 2
+    assert events.watch.sqs_on_s3_server and events.server_ms_per_request is not None
+    assert events.watch.last_file_seconds is not None
+    assert 0 < events.watch.last_file_seconds < (events.seconds or 0)
+    assert "ListObjectsV2" in dict(rows["s3drain"].requests or ())
+    tables = report.watch_tables(smoke.rows)
+    assert tables is not None and "| moto-aws-like | 20 |" in tables
+    checks = watch_checks(smoke.rows)
+    assert len(checks) == 3 and all(check.verdict != "not measured" for check in checks)
+
+
+def test_the_event_the_bench_sends_reads_as_s3s_own() -> None:
+    body = s3_event_body(
+        "lake",
+        "in/a b+c/ü.csv",
+        size=4096,
+        etag='"0123abcd"',
+        sequencer="000000000000002A",
+        region="us-east-1",
+        when=1_800_000_000.25,
+    )
+    parsed = parse_message(body)
+    assert isinstance(parsed, tuple) and len(parsed) == 1
+    event = parsed[0]
+    assert isinstance(event, ObjectEvent)
+    assert (event.bucket, event.key, event.action, event.route) == (
+        "lake",
+        "in/a b+c/ü.csv",
+        "created",
+        "s3",
+    )
+    assert (event.size, event.etag, event.sequencer) == (4096, "0123abcd", "000000000000002A")
+    assert event.event_time is not None
+    assert event.event_time.timestamp() == 1_800_000_000.25
+
+
+def test_sqs_requests_are_counted_by_action_and_client() -> None:
+    log = "\n".join(
+        [
+            "sqs-request ReceiveMessage s3drain",
+            '127.0.0.1 - - [x] "POST / HTTP/1.1" 200 -',
+            "sqs-request ReceiveMessage s3drain",
+            "sqs-request DeleteMessageBatch s3drain",
+            "sqs-request SendMessage other",
+            '127.0.0.1 - - [x] "GET /b/p/c HTTP/1.1" 200 -',
+        ]
+    )
+    assert count_sqs_lines(log) == {"ReceiveMessage": 2, "DeleteMessageBatch": 1}
+    assert count_sqs_lines(log, None)["SendMessage"] == 1
+    # SQS's POSTs to / are not S3 requests.
+    assert count_log_lines(log) == {"GetObject": 1}
 
 
 def test_the_wan_link_never_beats_its_delay_or_its_cap() -> None:

@@ -98,14 +98,22 @@ class MotoServer:
     """``with MotoServer() as server: server.url`` — a moto server on a free local port.
 
     ``aws_like=True`` runs ``tests.support.moto_aws_like`` instead of ``moto.server``: moto
-    patched to honour the per-key ETag of DeleteObjects as AWS does.
+    patched to honour the per-key ETag of DeleteObjects as AWS does. ``module`` runs another
+    module of this repository instead, with leading arguments of its own (the bench's
+    ``("benchmarks.moto_server", "--aws-like")``); moto.server's ``-H`` and ``-p`` follow them.
     """
 
     def __init__(
-        self, port: int | None = None, log_path: Path | None = None, *, aws_like: bool = False
+        self,
+        port: int | None = None,
+        log_path: Path | None = None,
+        *,
+        aws_like: bool = False,
+        module: tuple[str, ...] | None = None,
     ) -> None:
         self._wanted_port = port
         self.aws_like = aws_like
+        self._module = module or ("tests.support.moto_aws_like" if aws_like else "moto.server",)
         self._own_log = log_path is None
         self.log_path = log_path or _new_log_file()
         self.port = 0
@@ -133,16 +141,15 @@ class MotoServer:
         raise AssertionError("unreachable")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        module = "tests.support.moto_aws_like" if self.aws_like else "moto.server"
         env = None
-        if self.aws_like:
+        if self._module[0] != "moto.server":
             # The tests package is not installed; it is importable from the repo root.
             path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
             env = {**os.environ, "PYTHONPATH": path}
         with self.log_path.open("ab") as log:
             # Output goes to a file: a pipe nobody reads fills up and then blocks moto.
             return subprocess.Popen(
-                [sys.executable, "-m", module, "-H", HOST, "-p", str(self.port)],
+                [sys.executable, "-m", *self._module, "-H", HOST, "-p", str(self.port)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
