@@ -71,7 +71,6 @@ def make_feed(inbox: Inbox, **options: Any) -> tuple[EventFeed, WatchStats]:
         "prefix": "in/",
         "reconcile": 0.0,
         "once": True,
-        "quiet_after": 0.0,
         "min_age": None,
         "no_delete": False,
     }

@@ -94,7 +94,7 @@ def add_watch_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     events.add_argument(
         "--sqs-wait-seconds",
         metavar="N",
-        help="long-poll wait, 0 to 20 (default 20; 2 with --once)",
+        help="long-poll wait, 1 to 20 (default 20; 1 with --once)",
     )
     events.add_argument(
         "--visibility-timeout",

@@ -33,7 +33,7 @@ def load_sqs_settings(sources: Sources, s3: S3Settings) -> SqsSettings:
     return SqsSettings(
         endpoint_url=sqs_endpoint(sources, s3),
         queue_url=optional(sources, "queue_url", _queue_url, None),
-        wait_seconds=optional(sources, "sqs_wait_seconds", int_in(0, 20, "wait seconds"), 20),
+        wait_seconds=optional(sources, "sqs_wait_seconds", int_in(1, 20, "wait seconds"), 20),
         receivers=optional(sources, "sqs_receivers", int_in(1, 32, "receivers"), 2),
         visibility_timeout=int(
             optional(sources, "sqs_visibility_timeout", float_in(10, 43200), 60.0)

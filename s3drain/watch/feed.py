@@ -80,7 +80,6 @@ class EventFeed:
         prefix: str,
         reconcile: float,
         once: bool,
-        quiet_after: float,
         min_age: float | None,
         no_delete: bool,
         clock: Callable[[], float] = time.monotonic,
@@ -93,7 +92,6 @@ class EventFeed:
         self._prefix = prefix
         self._reconcile = reconcile
         self._once = once
-        self._quiet_after = quiet_after
         self._min_age = min_age
         self._no_delete = no_delete
         self._clock = clock
@@ -103,7 +101,6 @@ class EventFeed:
         self._waiting: dict[str, list[_Named]] = {}  # for the key's flight to settle
         self._ready: deque[_Named] = deque()  # released from waiting, to go in next
         self._young: list[tuple[float, _Named]] = []  # (wall time it is old enough, named)
-        self._last_batch = clock()
         self._polls_at_batch = 0  # the inbox's polls started when the last batch was taken
         self.reconcile_done = threading.Event()
 
@@ -160,7 +157,6 @@ class EventFeed:
             batch = inbox.receive(timeout=wait)
             if not batch:
                 break
-            self._last_batch = self._clock()
             self._polls_at_batch = inbox.polls_started()
             named.extend(_named(batch))
             wait = 0.0
@@ -231,9 +227,8 @@ class EventFeed:
         return True
 
     def _finished(self, inbox: Inbox, next_pass: float) -> bool:
-        """--once: the queue gave nothing for a whole long poll and nothing is left in hand.
-        Quiet alone is not enough: while SQS is unreachable no batch comes either, so a
-        receive started after the last batch must have answered, empty."""
+        """--once: nothing is left in hand and a long poll started after the last batch came
+        back empty (SQS itself saw no visible message; a receive that failed proves nothing)."""
         if next_pass != float("inf") and self._reconcile > 0:
             return False
         with self._lock:
@@ -241,7 +236,6 @@ class EventFeed:
         return (
             not busy
             and inbox.counters().in_flight == 0
-            and self._clock() - self._last_batch >= self._quiet_after
             and inbox.seen_empty_since(self._polls_at_batch)
         )
 

@@ -72,7 +72,6 @@ def run_watch(
         prefix=drain.prefix,
         reconcile=settings.reconcile,
         once=settings.once,
-        quiet_after=settings.sqs.wait_seconds + 1.0,
         min_age=drain.min_age,
         no_delete=drain.no_delete,
     )

@@ -14,7 +14,7 @@ DEFAULT_RECONCILE = 3600.0
 # deletes, so it sends them sooner (a trickle of events makes batches of a few keys).
 DELETE_FLUSH_SECONDS = 0.5
 # With --once a long poll is the wait before "the queue is empty" can be believed.
-ONCE_WAIT_SECONDS = 2
+ONCE_WAIT_SECONDS = 1
 
 
 @dataclass(frozen=True)
