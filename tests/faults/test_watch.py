@@ -1,22 +1,27 @@
 """The watch scenario at CI size (`make chaos` runs more): `s3drain watch` killed -9 at a random
 moment while objects arrive, then `watch --once` to finish; the invariant after the kill and
 after each finishing run, an empty queue, and no message deleted for an object still in S3
-without a reason in the audit log (`watching.py`). About 20 s a trial: most of it is waiting
-for the messages the dead watcher held to come back (a 10 s visibility timeout)."""
+without a reason in the audit log (`watching.py`). About 20 s a trial, most of it waiting:
+for the messages the dead watcher held to come back (a 10 s visibility timeout), for the
+watcher's delete batches (5 s) and its --once quiet poll. So the trials run two at a time,
+each on its own bucket, queue and base path: about 45 s for the four."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from tests.faults.scenarios import Bench, bench_on
+from tests.faults.scenarios import Bench, TrialReport, bench_on
 from tests.faults.watching import watch_trial
 from tests.support.server import MotoServer
 
 SEED = int(os.environ.get("S3DRAIN_CHAOS_SEED", "7000"))
 WATCH_TRIALS = 4
+AT_ONCE = 2
+SEEDS = range(SEED, SEED + WATCH_TRIALS)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,15 @@ def bench(
         yield shared
 
 
-@pytest.mark.parametrize("seed", range(SEED, SEED + WATCH_TRIALS))
-def test_watcher_killed_9_while_objects_arrive(bench: Bench, seed: int) -> None:
-    report = watch_trial(bench, seed)
+@pytest.fixture(scope="module")
+def trials(bench: Bench) -> Iterator[dict[int, Future[TrialReport]]]:
+    with ThreadPoolExecutor(AT_ONCE, thread_name_prefix="watch-trial") as pool:
+        yield {seed: pool.submit(watch_trial, bench, seed) for seed in SEEDS}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_watcher_killed_9_while_objects_arrive(
+    trials: dict[int, Future[TrialReport]], seed: int
+) -> None:
+    report = trials[seed].result()
     assert not report.violations, report.describe()

@@ -520,6 +520,9 @@ def watch_trial(bench: Bench, seed: int) -> TrialReport:
         **_messages(finishes[0]),
         "objects left for the reconciling run (conflicts)": len(left),
         "files the ETL took": len(etl.taken),
+        # At least once, not exactly once: a download the kill left staged (its delete batch
+        # not yet flushed) whose file the ETL had taken is fetched again by the next run.
+        "versions the ETL took more than once": len(etl.taken) - len(set(etl.taken)),
     }
     report = _report(
         "watch",
