@@ -132,6 +132,7 @@ def uploads(rng: random.Random) -> Plan:
         blob(f"{PREFIX}big/L{i}.dat", rng.randbytes(rng.randint(2 * MiB, 6 * MiB) | 1))
         for i in range(rng.randint(1, 3))
     ]
+    # Beside the prefix (its events are acknowledged as out of scope): they must stay.
     firsts += [blob(key, rng.randbytes(rng.randint(1, 2000))) for key in DECOY_KEYS[1:]]
     rng.shuffle(firsts)
     order: list[Blob] = list(firsts)
@@ -169,7 +170,6 @@ class Producer:
         self.written: list[Version] = []
         self.recreated: list[Version] = []
         self.stop = threading.Event()
-        self.uploaded_after: float | None = None  # monotonic: the last upload's end
 
     def upload(self, item: Blob) -> None:
         with self._world:
@@ -181,7 +181,6 @@ class Producer:
             self._lab.put(self._bucket, item)
             (self.written if previous is not None else self.before).append(item.version)
             self.latest[item.key] = item
-            self.uploaded_after = time.monotonic()
 
     def play(self, later: Sequence[Upload]) -> None:
         for upload in later:
@@ -288,21 +287,53 @@ class Queue:
         return int(values.get(names[0], 0)), int(values.get(names[1], 0))
 
     def peek(self) -> list[str]:
-        """What the messages left in the queue name, and how often each was received (made
-        visible again at once)."""
+        """What the messages left in the queue name: key, how often received before (this
+        look is one more), seconds since sent and since first received (made visible again
+        at once)."""
         named = []
         answer = self.client.receive_message(
             QueueUrl=self.url,
             MaxNumberOfMessages=10,
             VisibilityTimeout=0,
-            AttributeNames=["ApproximateReceiveCount"],
+            AttributeNames=["All"],
         )
+        now = time.time()
         for message in answer.get("Messages", []):
-            count = message.get("Attributes", {}).get("ApproximateReceiveCount")
+            attributes = message.get("Attributes", {})
             with contextlib.suppress(ValueError, KeyError, TypeError):
+                count = int(attributes["ApproximateReceiveCount"]) - 1
+                sent = now - int(attributes["SentTimestamp"]) / 1000
+                first = now - int(attributes["ApproximateFirstReceiveTimestamp"]) / 1000
                 for record in json.loads(message["Body"])["Records"]:
-                    named.append(f"{record['s3']['object']['key']} (received {count}x)")
+                    named.append(
+                        f"{record['s3']['object']['key']} (received {count}x, sent {sent:.1f} s "
+                        f"ago, first received {first:.1f} s ago)"
+                    )
         return named
+
+    @contextlib.contextmanager
+    def timeline(self) -> Iterator[list[tuple[float, int, int]]]:
+        """(seconds since start, visible, in flight), at every change, sampled every 0.1 s."""
+        changes: list[tuple[float, int, int]] = []
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def sample() -> None:
+            last = None
+            while not stop.wait(0.1):
+                with contextlib.suppress(Exception):
+                    counts = self.counts()
+                    if counts != last:
+                        changes.append((time.monotonic() - started, *counts))
+                        last = counts
+
+        thread = threading.Thread(target=sample, name="queue-timeline", daemon=True)
+        thread.start()
+        try:
+            yield changes
+        finally:
+            stop.set()
+            thread.join()
 
     def wait_all_visible(self, timeout: float) -> bool:
         """Until no message is in flight (those a dead watcher held came back)."""
@@ -567,7 +598,8 @@ def _finish(world: _World, queue: Queue, workers: int) -> tuple[list[RunResult],
             trial, local, trial.lab.url, queue, workers=workers, once=True, verbose=True
         )
         name = "finishing run" if number == 1 else f"finishing run {number}"
-        runs.append(run(spec, name, trial.sandbox))
+        with queue.timeline() as changes:
+            runs.append(run(spec, name, trial.sandbox))
         found += check(world.observe([runs[-1]]))
         visible, in_flight = queue.counts()
         left = _messages(runs[-1])["finishing run: messages left"]
@@ -578,7 +610,9 @@ def _finish(world: _World, queue: Queue, workers: int) -> tuple[list[RunResult],
                     Kind.NOT_DRAINED,
                     name,
                     f"--once ended with {visible} visible and {in_flight} in-flight "
-                    f"message(s) though it let only {left} go to come back: {queue.peek()}",
+                    f"message(s) though it let only {left} go to come back: {queue.peek()}; "
+                    "the queue while it ran (s, visible, in flight): "
+                    + ", ".join(f"{t:.1f} {v} {f}" for t, v, f in changes),
                 )
             )
         if not (visible or in_flight):
