@@ -119,6 +119,9 @@ class EventFeed:
         # Started here, after the run's checks: a wrong bucket or a held lock takes no message.
         self._inbox = inbox = self._make_inbox()
         inbox.start()
+        # --once's quiet period starts with the receivers, not before the run's checks and
+        # recovery: a start longer than a long poll must not end it before its first receive.
+        self._last_batch = self._clock()
         next_pass = self._clock() if self._reconcile > 0 else float("inf")
         while not stop.is_set():
             if self._clock() >= next_pass:
