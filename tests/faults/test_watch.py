@@ -4,7 +4,7 @@ after each finishing run, an empty queue, and no message deleted for an object s
 without a reason in the audit log (`watching.py`). About 20 s a trial, most of it waiting:
 for the messages the dead watcher held to come back (a 10 s visibility timeout), for the
 watcher's delete batches (5 s) and its --once quiet poll. So the trials run two at a time,
-each on its own bucket, queue and base path: about 45 s for the four."""
+each on its own bucket, queue and base path: about 50 s for the four."""
 
 from __future__ import annotations
 
@@ -14,14 +14,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from tests.faults.scenarios import Bench, TrialReport, bench_on
+from tests.faults.scenarios import AWS_LIKE, MOTO, Bench, TrialReport, bench_on
 from tests.faults.watching import watch_trial
 from tests.support.server import MotoServer
 
 SEED = int(os.environ.get("S3DRAIN_CHAOS_SEED", "7000"))
-WATCH_TRIALS = 4
 AT_ONCE = 2
-SEEDS = range(SEED, SEED + WATCH_TRIALS)
+# Seed, server, whether the first finishing run starts slowly: both servers, and the slow start
+# that once ended --once before its first receive (watch/feed.py), each twice.
+TRIALS = (
+    (SEED, MOTO, False),
+    (SEED + 1, AWS_LIKE, False),
+    (SEED + 2, MOTO, True),
+    (SEED + 3, AWS_LIKE, True),
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +45,17 @@ def bench(
 @pytest.fixture(scope="module")
 def trials(bench: Bench) -> Iterator[dict[int, Future[TrialReport]]]:
     with ThreadPoolExecutor(AT_ONCE, thread_name_prefix="watch-trial") as pool:
-        yield {seed: pool.submit(watch_trial, bench, seed) for seed in SEEDS}
+        yield {
+            seed: pool.submit(watch_trial, bench, seed, server=server, slow_start=slow)
+            for seed, server, slow in TRIALS
+        }
 
 
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(("seed", "server", "slow_start"), TRIALS)
 def test_watcher_killed_9_while_objects_arrive(
-    trials: dict[int, Future[TrialReport]], seed: int
+    trials: dict[int, Future[TrialReport]], seed: int, server: str, slow_start: bool
 ) -> None:
     report = trials[seed].result()
     assert not report.violations, report.describe()
+    assert report.notes[f"server {server}"] == 1
+    assert report.notes["finishing runs with a slow start"] == int(slow_start)
