@@ -362,7 +362,9 @@ def _watch_spec(
     verbose: bool = False,
     once: bool = False,
     reconcile: bool = False,
+    sqs_url: str | None = None,
 ) -> RunSpec:
+    """The watcher's command line; SQS at `sqs_url` (default: the moto server itself)."""
     more = [
         "--queue-url",
         queue.url,
@@ -382,7 +384,7 @@ def _watch_spec(
         verbose=verbose,
         subcommand="watch",
         more_args=tuple(more),
-        more_env=(("AWS_ENDPOINT_URL_SQS", trial.lab.url),),
+        more_env=(("AWS_ENDPOINT_URL_SQS", sqs_url or trial.lab.url),),
     )
 
 
@@ -649,9 +651,15 @@ def _finish(world: _World, queue: Queue, workers: int, *, slow_start: bool) -> _
             queue.timeline() as changes,
         ):
             spec = _watch_spec(
-                trial, local, s3.url, queue, workers=workers, once=True, verbose=True
+                trial,
+                local,
+                s3.url,
+                queue,
+                workers=workers,
+                once=True,
+                verbose=True,
+                sqs_url=sqs.url,
             )
-            spec = replace(spec, more_env=(("AWS_ENDPOINT_URL_SQS", sqs.url),))
             runs.append(run(spec, name, trial.sandbox))
             failed = sum(1 for entry in sqs.log() if entry.status >= 500)
         errors += failed
