@@ -5,6 +5,7 @@ hands messages back at once; failures of every SQS call are read and counted."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -193,6 +194,50 @@ def test_the_heartbeat_keeps_a_held_message_from_other_consumers(events_url: str
         assert inbox.counters().visibility_lost == 0
         inbox.settled(received.todo[0], "done")
         wait_for(lambda: depth(sqs, queue_url) == 0, what="the delete")
+
+
+def test_a_beat_that_crosses_the_delete_of_its_message_is_no_lost_visibility(
+    s3_url: str,
+) -> None:
+    """Found by the fault suite's watch trials (their slow start has SQS answer in 0.4 s): a
+    heartbeat's ChangeMessageVisibilityBatch crossed the deleter's DeleteMessageBatch of a
+    settled message; SQS refused the beat's entry for the deleted message
+    (ReceiptHandleIsInvalid), and the inbox counted it as `visibility_lost` and warned, at the
+    default verbosity, that another consumer might hold a message that was in fact done.
+    Here the deleter is held right after SQS executed its delete, and the beat goes then."""
+    sqs = sqs_client(s3_url)
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("k"))
+    deleted, release = threading.Event(), threading.Event()
+
+    def hold_the_deleter(client: Any) -> None:
+        def after_delete(**_: Any) -> None:
+            deleted.set()
+            release.wait(10)
+
+        client.meta.events.register("after-call.sqs.DeleteMessageBatch", after_delete)
+
+    notes = Notes()
+    with running_inbox(
+        s3_url,
+        queue_url,
+        visibility_timeout=2,
+        heartbeat_every=60,
+        client_hook=hold_the_deleter,
+        notes=notes,
+    ) as inbox:
+        [received] = collect(inbox, 1)
+        time.sleep(1.2)  # due for a beat: its visibility ends within half a timeout
+        inbox.settled(received.todo[0], "done")
+        assert deleted.wait(5)
+        try:
+            inbox.extend_due()
+        finally:
+            release.set()
+        wait_for(lambda: inbox.counters().deleted == 1, what="the delete")
+        assert inbox.counters().visibility_lost == 0
+        assert "visibility-lost" not in notes.kinds()
+    sqs.close()
 
 
 def test_a_stop_makes_unfinished_messages_visible_at_once(events_url: str, sqs: Any) -> None:

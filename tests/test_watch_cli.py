@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.eventkit import depth, make_queue, sqs_client
-from tests.support.proxy import FaultProxy
+from tests.support.proxy import FaultProxy, RequestInfo
 from tests.support.server import s3_client
 from tests.support.watchkit import (
     CliWatcher,
@@ -121,6 +121,42 @@ def test_once_drains_what_the_events_name_and_empties_the_queue(
         assert (base / "raw" / key[len(PREFIX) :]).read_bytes() == key.encode() * 10
     listed = s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
     assert [o["Key"] for o in listed] == ["out/not-ours.csv"]
+    assert depth(sqs, queue_url) == 0
+
+
+def test_once_drains_even_when_its_start_takes_longer_than_a_quiet_poll(
+    tmp_path: Path, s3_url: str, lake: Any
+) -> None:
+    """Found by the fault suite's watch trials (`watching.py`, on a loaded machine): after a
+    kill, the run's start (checks, probe, the recovery of the interrupted run) took longer
+    than --once's quiet period (a long poll and a second), which was counted from before the
+    start; --once then ended at its first look, before its first receive had answered, with
+    the whole queue still there, and exit 0. Here the start is slow (3 s) and SQS answers
+    in half a second."""
+    s3, sqs, queue_url = lake
+    for key in KEYS[:3]:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"waiting")
+    first: list[str] = []
+
+    def slow_start(info: RequestInfo) -> None:
+        if not first:
+            first.append(info.op)
+            time.sleep(3.0)  # the checks and the probe: longer than --sqs-wait-seconds 1 + 1
+
+    base = tmp_path / "base"
+    with (
+        FaultProxy(s3_url, before_forward=slow_start) as s3_proxy,
+        FaultProxy(s3_url, latency=0.5) as sqs_proxy,
+    ):
+        run = run_cli(
+            watch_args(base, queue_url, "--once", "--reconcile", "0", "--sqs-wait-seconds", "1"),
+            cli_env(s3_proxy.url, AWS_ENDPOINT_URL_SQS=sqs_proxy.url),
+        )
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (base / "raw").iterdir()) == sorted(
+        k[len(PREFIX) :] for k in KEYS[:3]
+    )
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
     assert depth(sqs, queue_url) == 0
 
 

@@ -353,6 +353,8 @@ class Inbox:
             for message in result.done:
                 self._tracker.extended(message.message_id, now + self._visibility)
             for failure in result.failed:
+                if self._tracker.leaving(failure.message.message_id):
+                    continue  # settled and deleted while this beat was on its way: not lost
                 # Its handle went stale: the timeout ran out and someone else holds it now.
                 # Still held, and still deleted once settled; no more beats for it.
                 self._tracker.extended(failure.message.message_id, _NEVER)

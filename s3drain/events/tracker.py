@@ -135,6 +135,11 @@ class Tracker:
         held = self._held.get(message_id)
         return None if held is None else held.message
 
+    def leaving(self, message_id: str) -> bool:
+        """No longer held, or held only until its delete (or release) is through."""
+        held = self._held.get(message_id)
+        return held is None or held.verdict is not None
+
     def extended(self, message_id: str, visible_until: float) -> None:
         held = self._held.get(message_id)
         if held is not None:

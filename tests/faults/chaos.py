@@ -4,7 +4,7 @@
 
 `--trials N` is the number of kill -9 trials; the other scenarios run a share of N (faults,
 disk, overwrite and overlap N/5 each, kill -9 on the xattr-less mount 3N/10, overwrites there
-N/10, hostile keys N/20, at least 2 each), because a kill trial is the cheapest way to hit a
+N/10, kill -9 of a watcher N/10, hostile keys N/20, at least 2 each), because a kill trial is the cheapest way to hit a
 random instant and the others repeat fewer distinct situations. `--flat` runs N of each. The
 `(xattr-none)` rows run the same trials with the base path on a FUSE mount without user xattrs
 (bindfs --xattr-none); where FUSE is missing they are left out, and the figures say so. Seeds are consecutive from `--seed` (random unless given,
@@ -32,12 +32,13 @@ from typing import TextIO
 
 from tests.faults.scenarios import (
     ON_MOUNT,
-    SCENARIOS,
     Bench,
     TrialReport,
     bench_on,
     title,
 )
+from tests.faults.scenarios import SCENARIOS as DRAIN_SCENARIOS
+from tests.faults.watching import watch_trial
 from tests.support.mounts import FUSE_MISSING, fuse_available
 from tests.support.seamtrial import chaos_seams
 from tests.support.server import MotoServer
@@ -51,8 +52,11 @@ SHARE = {
     "overwrite-xattr-none": 0.1,
     "overlap": 0.2,
     "hostile": 0.05,
+    "watch": 0.1,
 }
 MIN_TRIALS = 2
+# The watcher's scenario lives in watching.py, which builds on scenarios.py.
+SCENARIOS = {**DRAIN_SCENARIOS, "watch": watch_trial}
 
 
 @dataclass(frozen=True)

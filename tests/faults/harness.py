@@ -232,10 +232,14 @@ class RunSpec:
     max_attempts: int | None = None
     fsize_limit: int | None = None  # RLIMIT_FSIZE in bytes: writes past it fail with EFBIG
     prefix: str = PREFIX
+    # `watch` for the watcher: it takes every drain option, and its own in `more_args`.
+    subcommand: str = "drain"
+    more_args: tuple[str, ...] = ()
+    more_env: tuple[tuple[str, str], ...] = ()  # AWS_ENDPOINT_URL_SQS for the watcher
 
     def argv(self) -> list[str]:
         args = [
-            "drain",
+            self.subcommand,
             "--bucket",
             self.bucket,
             "--prefix",
@@ -257,7 +261,7 @@ class RunSpec:
             args += ["--read-timeout", str(self.read_timeout)]
         if self.max_attempts is not None:
             args += ["--max-attempts", str(self.max_attempts)]
-        return args
+        return [*args, *self.more_args]
 
     def command(self) -> list[str]:
         if self.fsize_limit is None:
@@ -279,6 +283,7 @@ class RunSpec:
             S3_ADDRESSING_STYLE="path",
             NO_PROXY="*",
         )
+        env.update(self.more_env)
         return env
 
 
@@ -363,9 +368,10 @@ class KillPlan:
     or - with `stall` - `delay` seconds after the server has executed the first `op` request,
     whose answer the proxy withholds (the client never learns the delete happened).
 
-    Delete requests are counted, and stalled, only once the listing has begun: the deletes
-    before it are the server probe's, of random missing keys (a kill by the clock still lands
-    among them now and then)."""
+    Delete requests are counted, and stalled, only once the listing has begun (for a watcher,
+    which lists nothing with --reconcile 0, once its first GetObject is sent: the switch's
+    `gate`): the deletes before it are the server probe's, of random missing keys (a kill by
+    the clock still lands among them now and then)."""
 
     delay: float
     op: str | None = None
@@ -385,11 +391,14 @@ LISTING = "ListObjectsV2"
 
 
 class KillSwitch:
-    """Arms a KillPlan against one run; `on_request` is the proxy's before_forward hook."""
+    """Arms a KillPlan against one run; `on_request` is the proxy's before_forward hook.
+    `gate` is the operation whose first request says the run is past its checks, probe and
+    recovery: a drain's listing, a watcher's first GET."""
 
-    def __init__(self, plan: KillPlan, proxy: FaultProxy) -> None:
+    def __init__(self, plan: KillPlan, proxy: FaultProxy, gate: str = LISTING) -> None:
         self.plan = plan
         self._proxy = proxy
+        self._gate = gate
         self._seen = 0
         self._listed = False
         self._lock = threading.Lock()
@@ -408,14 +417,15 @@ class KillSwitch:
 
     @property
     def listed(self) -> bool:
-        """Whether the run had begun its listing (past its checks, probe and recovery)."""
+        """Whether the run had passed its gate: begun its listing (a watcher: its first GET),
+        so past its checks, probe and recovery."""
         with self._lock:
             return self._listed
 
     def on_request(self, info: RequestInfo) -> None:
         with self._lock:
-            first_page = info.op == LISTING and not self._listed
-            self._listed = self._listed or info.op == LISTING
+            first_page = info.op == self._gate and not self._listed
+            self._listed = self._listed or info.op == self._gate
             if self.plan.op is None:
                 return
             if self.plan.stall:
@@ -586,7 +596,9 @@ def read_ledger(local: Local) -> LedgerView:
     )
 
 
-def site_of(local: Local, prefix: str = PREFIX) -> Site:
+def site_of(local: Local, prefix: str = PREFIX, taken: Sequence[FileSeen] = ()) -> Site:
+    """`taken`: files an ETL took away from raw/ (each under the path it had there); those
+    under this base path's raw/ are the site's."""
     audit, torn = read_audit(local.audit_log)
     return Site(
         raw=str(local.raw),
@@ -596,6 +608,7 @@ def site_of(local: Local, prefix: str = PREFIX) -> Site:
         audit=audit,
         torn_audit_lines=torn,
         placed=dict(local.placed),
+        taken=tuple(f for f in taken if f.path.startswith(f"{local.raw}/")),
     )
 
 
@@ -632,6 +645,7 @@ class Trial:
         recreated: Sequence[Version] = (),
         settled: bool = True,
         newest_must_stay: bool = False,
+        taken: Sequence[FileSeen] = (),
     ) -> Observation:
         texts = [t for r in runs for t in r.texts()]
         texts += [t for lo in locals_ for t in state_texts(lo)]
@@ -645,7 +659,7 @@ class Trial:
         return Observation(
             before=self.before,
             bucket=self.lab.stored(self.bucket),
-            sites=tuple(site_of(lo) for lo in locals_),
+            sites=tuple(site_of(lo, taken=taken) for lo in locals_),
             written=tuple(written),
             recreated=tuple(recreated),
             created_outside=created_outside(

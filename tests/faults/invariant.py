@@ -4,7 +4,8 @@ For every object that existed before the run, exactly one of:
 
 - it is still in S3, unchanged (same key, same ETag); or
 - a local file under the raw or processed folder holds exactly its bytes (by SHA-256) and the
-  audit log records its deletion.
+  audit log records its deletion. (In the watch trials an ETL takes files away from raw/ while
+  s3drain runs: a file it took counts as still there, and must have been complete.)
 
 Besides: every overwritten object's newest version is still in S3 (or was itself drained by a
 later run, with the same proof); no file outside the local base path was created; no partial
@@ -48,6 +49,9 @@ class Kind(StrEnum):
     # Not the invariant itself, but what a scenario adds about the drain finishing its job.
     NOT_DRAINED = "not-drained"
     CRASH = "crash"
+    # A watcher's: the queue is empty, yet an object whose event it held is still in S3 and
+    # no audit line says why it was left there (its message was deleted unsettled).
+    DROPPED = "dropped-event"
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,9 @@ class Site:
     # Files the test itself put there (the ETL's copies, odd names), path -> SHA-256: not
     # s3drain's doing, and not s3drain's to remove or change (stale temp files excepted).
     placed: Mapping[str, str] = field(default_factory=dict)
+    # Files an ETL took away from raw/ while s3drain ran (the watch trials), each under the
+    # path it had in raw/: a delivery as good as a file still there, and judged like one.
+    taken: tuple[FileSeen, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,7 @@ class _Index:
 
     current: Mapping[str, Stored]
     files: Mapping[str, FileSeen]
+    taken: Mapping[str, frozenset[str]]  # raw path -> SHA-256 of each file an ETL took there
     claims: Mapping[tuple[str, str], tuple[tuple[Site, AuditLine], ...]]
     departures: Mapping[tuple[str, str], tuple[tuple[Site, AuditLine], ...]]
     history: Mapping[str, tuple[Version, ...]]
@@ -231,9 +239,14 @@ class _Index:
         history: dict[str, list[Version]] = {}
         for version in (*obs.before, *obs.written):
             history.setdefault(version.key, []).append(version)
+        taken: dict[str, set[str]] = {}
+        for site in obs.sites:
+            for took in site.taken:
+                taken.setdefault(took.path, set()).add(took.sha256)
         return cls(
             current={s.key: s for s in obs.bucket},
             files={f.path: f for site in obs.sites for f in site.files},
+            taken={path: frozenset(hashes) for path, hashes in taken.items()},
             claims={k: tuple(v) for k, v in claims.items()},
             departures={k: tuple(v) for k, v in departures.items()},
             history={k: tuple(v) for k, v in history.items()},
@@ -246,8 +259,13 @@ class _Index:
         return stored is not None and stored.etag == version.md5
 
     def holds(self, path: str | None, version: Version) -> bool:
-        seen = self.files.get(path) if path is not None else None
-        return seen is not None and seen.sha256 == version.sha256
+        """The file at `path` holds the version's bytes, or an ETL took such a file from it."""
+        if path is None:
+            return False
+        seen = self.files.get(path)
+        return (seen is not None and seen.sha256 == version.sha256) or (
+            version.sha256 in self.taken.get(path, ())
+        )
 
     def proven_claims(self, version: Version) -> list[AuditLine]:
         """Audit lines saying this version was deleted whose local copy holds its bytes."""
@@ -322,6 +340,9 @@ def _newest_versions(obs: Observation) -> Iterator[Violation]:
             continue
         if not obs.newest_must_stay and index.proven_claims(newest):
             continue
+        in_flight = not obs.settled and (key, newest.md5) in obs.in_flight
+        if not obs.newest_must_stay and in_flight and index.kept_locally(newest):
+            continue  # drained by a killed run whose audit line the ledger owes (see _judge)
         stored = index.current.get(key)
         now = f"S3 holds ETag {stored.etag}" if stored else "the key is gone"
         yield Violation(
@@ -351,6 +372,9 @@ def _files(obs: Observation) -> Iterator[Violation]:
         for seen in site.files:
             if seen.path not in site.placed:
                 yield from _judge_file(site, seen, history, settled=obs.settled)
+        for took in site.taken:
+            # What the ETL saw under a real name in raw/ must have been a complete copy too.
+            yield from _judge_file(site, took, history, settled=obs.settled)
         yield from _placed_files(site, settled=obs.settled)
 
 

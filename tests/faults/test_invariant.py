@@ -181,6 +181,36 @@ def test_newest_drained_later_with_proof() -> None:
     assert Kind.OVERWRITE_LOST in kinds(replace(obs, newest_must_stay=True))
 
 
+def test_files_an_etl_took_count_as_kept_and_must_have_been_complete() -> None:
+    """The watch trials: an ETL renames files out of raw/ while s3drain runs; each is
+    recorded under the path it had there."""
+    newer = version(A.key, b"ALPHA")
+    path = f"{RAW}/a.csv"
+    took = (file_of(path, b"alpha"), file_of(path, b"ALPHA"))
+    lines = (deleted(A, path), deleted(newer, path))
+    # Both versions delivered to one path and taken from it in turn: nothing lost.
+    obs = observation(site(audit=lines, taken=took), bucket=(stored(B),), written=(newer,))
+    assert check(obs) == []
+    # Without the ETL's record the older version's bytes are nowhere: lost.
+    assert kinds(replace(obs, sites=(site(audit=lines, taken=took[1:]),))) == [Kind.LOST]
+    # A partial file under a real name is one even after the ETL took it.
+    half = site(audit=lines, taken=(file_of(path, b"alp"), took[1]))
+    assert sorted(kinds(replace(obs, sites=(half,)))) == [Kind.LOST, Kind.PARTIAL]
+
+
+def test_newest_version_drained_by_a_killed_run_awaits_its_line() -> None:
+    """A watcher drains new versions too: right after a kill the newest version of an
+    overwritten key may be gone with its bytes kept and its audit line owed (the ledger
+    says so); settled, or not named by the ledger, it is a violation."""
+    newer = version(A.key, b"ALPHA")
+    fa = file_of(f"{RAW}/a.csv", b"ALPHA")
+    obs = observation(site((fa,)), bucket=(stored(B),), written=(newer,))
+    owed = frozenset({(A.key, newer.md5)})
+    assert check(replace(obs, settled=False, in_flight=owed)) == []
+    assert Kind.OVERWRITE_LOST in kinds(replace(obs, settled=False))
+    assert Kind.OVERWRITE_LOST in kinds(replace(obs, in_flight=owed))
+
+
 def test_foreign_content() -> None:
     obs = observation(site(), bucket=(Stored(A.key, "f" * 32, 5), stored(B)))
     assert Kind.FOREIGN in kinds(obs)
