@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -83,19 +83,9 @@ class Inbox:
         self._ready: queue.Queue[list[Received]] = queue.Queue()
         self._to_delete: queue.Queue[str] = queue.Queue()
         self._seen_bad: OrderedDict[str, None] = OrderedDict()
+        # One count per field of InboxCounters, but the two read off the tracker.
         self._counts = dict.fromkeys(
-            (
-                "received",
-                "deleted",
-                "left",
-                "bad",
-                "test_events",
-                "ignored",
-                "released",
-                "visibility_lost",
-                "delete_failed",
-            ),
-            0,
+            (f.name for f in fields(InboxCounters) if f.name not in ("in_flight", "oldest_age")), 0
         )
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []

@@ -102,7 +102,6 @@ class EventFeed:
         self._ready: deque[_Named] = deque()  # released from waiting, to go in next
         self._young: list[tuple[float, _Named]] = []  # (wall time it is old enough, named)
         self._polls_at_batch = 0  # the inbox's polls started when the last batch was taken
-        self.reconcile_done = threading.Event()
 
     @property
     def inbox(self) -> Inbox | None:
@@ -122,7 +121,6 @@ class EventFeed:
             if self._clock() >= next_pass:
                 yield from self._listing_pass(client, retry, inbox, stop)
                 self._stats.reconciled()
-                self.reconcile_done.set()
                 next_pass = float("inf") if self._once else self._clock() + self._reconcile
                 continue
             page = self._event_page(client, retry, inbox, timeout=_POLL)
