@@ -83,12 +83,20 @@ def prometheus_text(
                 [(base, last_success)],
             )
         )
+    return "\n".join(render_rows(rows)) + "\n"
+
+
+Row = tuple[str, str, str, list[tuple[str, float]]]  # name, help, type, (labels, value) samples
+
+
+def render_rows(rows: list[Row]) -> list[str]:
+    """Prometheus text lines: HELP, TYPE and the samples of each metric."""
     out: list[str] = []
     for name, help_text, kind, samples in rows:
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
         out.extend(f"{name}{{{labels}}} {number(value)}" for labels, value in samples)
-    return "\n".join(out) + "\n"
+    return out
 
 
 def number(value: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from s3drain.drain.metrics import label_value, number
+from s3drain.drain.metrics import Row, label_value, number, render_rows
 from s3drain.events.report import InboxCounters
 from s3drain.watch.stats import LATENCY_BUCKETS, WatchFigures
 
@@ -84,7 +84,7 @@ def metrics_text(
         "ignored": inbox.ignored,
         "released": inbox.released,
     }
-    rows: list[tuple[str, str, str, list[tuple[str, float]]]] = [
+    rows: list[Row] = [
         (
             "s3drain_watch_found_objects",
             "Objects the watcher handed to the pipeline, by what named them.",
@@ -128,11 +128,7 @@ def metrics_text(
             [(base, now)],
         ),
     ]
-    out: list[str] = []
-    for name, help_text, kind, samples in rows:
-        out.append(f"# HELP {name} {help_text}")
-        out.append(f"# TYPE {name} {kind}")
-        out.extend(f"{name}{{{labels}}} {number(value)}" for labels, value in samples)
+    out = render_rows(rows)
     name = "s3drain_watch_latency_seconds"
     out.append(
         f"# HELP {name} From an upload (the event's eventTime) to its object settled: the file "
