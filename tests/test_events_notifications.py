@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 
 from s3drain.events.messages import ObjectEvent, TestEvent, parse_message
-from tests.support.eventkit import collect, make_queue, peek, running_inbox, sqs_client, wait_for
+from tests.support.eventkit import (
+    TRICKY_KEYS,
+    collect,
+    make_queue,
+    peek,
+    running_inbox,
+    sqs_client,
+    wait_for,
+)
 from tests.support.server import s3_client, service_client
 
-KEYS = [
-    "in/plain.csv",
-    "in/a b.csv",
-    "in/a+b.csv",
-    "in/100% done.csv",
-    "in/%2B literally.csv",
-    "in/ünïcödé 日本 🙂.csv",
-    "in/deep/er/x=1&y=2;@:$,.csv",
-]
+KEYS = TRICKY_KEYS
 
 
 @pytest.fixture

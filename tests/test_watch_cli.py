@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.eventkit import depth, make_queue, sqs_client
+from tests.support.eventkit import TRICKY_KEYS, depth, make_queue, sqs_client
 from tests.support.proxy import FaultProxy, RequestInfo
 from tests.support.server import s3_client
 from tests.support.watchkit import (
@@ -32,15 +32,7 @@ from tests.test_cli_e2e import cli_env, run_cli
 
 BUCKET = "lake"
 PREFIX = "in/"
-KEYS = [
-    "in/plain.csv",
-    "in/a b.csv",
-    "in/a+b.csv",
-    "in/100% done.csv",
-    "in/%2B literally.csv",
-    "in/ünïcödé 日本 🙂.csv",
-    "in/deep/er/x=1&y=2;@:$,.csv",
-]
+KEYS = TRICKY_KEYS
 
 
 @pytest.fixture

@@ -18,6 +18,16 @@ from s3drain.s3.retry import RetryPolicy
 from tests.support.server import service_client
 
 REGION = "us-east-1"
+# The keys that break hand-written consumers: a space, +, %, %2B, unicode, URL-special characters.
+TRICKY_KEYS = [
+    "in/plain.csv",
+    "in/a b.csv",
+    "in/a+b.csv",
+    "in/100% done.csv",
+    "in/%2B literally.csv",
+    "in/ünïcödé 日本 🙂.csv",
+    "in/deep/er/x=1&y=2;@:$,.csv",
+]
 
 
 def s3_settings(url: str) -> S3Settings:
