@@ -86,7 +86,19 @@ def read_setup(message: Message) -> Setup:
 
 def job_message(job: Job) -> Message:
     r, c = job.record, job.credentials
-    return ("job", job.id, r.key, r.size, r.etag, r.version_id, job.temp, *astuple(c))
+    # Field by field: astuple deep-copies, a cost paid twice per object on this path.
+    return (
+        "job",
+        job.id,
+        r.key,
+        r.size,
+        r.etag,
+        r.version_id,
+        job.temp,
+        c.access_key,
+        c.secret_key,
+        c.token,
+    )
 
 
 def read_job(m: Message) -> Job:
@@ -97,7 +109,18 @@ def read_job(m: Message) -> Job:
 
 def result_message(result: Done | Failed) -> Message:
     if isinstance(result, Failed):
-        return ("failed", *astuple(result))
+        r = result
+        return (
+            "failed",
+            r.id,
+            r.kind,
+            r.message,
+            r.requests,
+            r.status,
+            r.code,
+            r.errno,
+            r.filename,
+        )
     v, f = result.verified, result.file
     modified = v.last_modified.isoformat() if v.last_modified is not None else None
     return (
@@ -106,7 +129,10 @@ def result_message(result: Done | Failed) -> Message:
         v.label,
         v.checksums,
         v.version_id,
-        *astuple(f),
+        f.device,
+        f.inode,
+        f.size,
+        f.mtime_ns,
         result.requests,
         modified,
     )

@@ -17,6 +17,10 @@ import socket
 import ssl
 
 _RECV = 256 * 1024
+# A response head (and, for a small object, its whole body) arrives in one read of this much.
+# Below glibc's mmap threshold: a 256 KiB read buffer per answer was an mmap, an mremap and a
+# munmap per small object.
+_HEAD_RECV = 64 * 1024
 _HEAD_LIMIT = 64 * 1024
 
 
@@ -209,7 +213,7 @@ class Http1:
     def _fill(self) -> None:
         """More bytes into the buffer; an EOF here means the connection broke."""
         assert self._sock is not None
-        data = self._sock.recv(_RECV)
+        data = self._sock.recv(_HEAD_RECV)
         if not data:
             raise ConnectionResetError("the server closed the connection")
         self._buf += data
