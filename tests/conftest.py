@@ -124,3 +124,16 @@ def base_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
         return tmp_path / "base"
     mounted: Path = request.getfixturevalue("xattrless_dir")
     return mounted / "base"
+
+
+_LOCALSTACK_FIXTURES = {"localstack_server", "localstack_events_server", "events_localstack_url"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `pytest -n` (`make test`), every test that needs LocalStack runs on one worker:
+    its servers are session fixtures, and each worker would otherwise start its own (two
+    LocalStacks of ~15 s and ~400 MiB each per worker)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & _LOCALSTACK_FIXTURES or "localstack" in item.nodeid.lower():
+            item.add_marker(pytest.mark.xdist_group("localstack"))

@@ -1,4 +1,5 @@
-"""How the LocalStack fixture finds its interpreter, and what it says when there is none."""
+"""How the LocalStack fixture finds its interpreter, what it says when there is none, and its
+reset beside a second LocalStack."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import localstack_venv
+from tests.support.localstack import LocalStackServer
 from tests.support.localstack_venv import LocalStackUnavailable, find_python
+from tests.support.server import s3_client
 
 
 def _no_python_anywhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -61,3 +64,23 @@ def test_the_environment_variable_names_the_interpreter(
     fake = _script(tmp_path / "my-python", "echo 3 13")
     monkeypatch.setenv(localstack_venv.PYTHON_ENV_VAR, str(fake))
     assert find_python() == str(fake)
+
+
+def test_two_localstacks_with_a_bucket_of_one_name_both_reset(
+    localstack_server: LocalStackServer, localstack_events_server: LocalStackServer
+) -> None:
+    """Both keep the bucket's folder at one hard-coded path: the first reset takes the
+    second's folder, and the second reset must still leave its LocalStack empty."""
+    servers = (localstack_server, localstack_events_server)
+    for server in servers:
+        server.reset()
+        client = s3_client(server.url)
+        client.create_bucket(Bucket="one-name")
+        client.put_object(Bucket="one-name", Key="k", Body=b"x")
+        client.close()
+    for server in servers:
+        server.reset()
+    for server in servers:
+        client = s3_client(server.url)
+        assert client.list_buckets().get("Buckets", []) == []
+        client.close()

@@ -258,7 +258,18 @@ def _empty_and_delete(client: Any, bucket: str) -> None:
     try:
         client.delete_bucket(Bucket=bucket)
     except ClientError as error:
-        raise RuntimeError(f"LocalStack reset could not delete bucket {bucket}") from error
+        if "No such file or directory" not in str(error):
+            raise RuntimeError(f"LocalStack reset could not delete bucket {bucket}") from error
+        # Every LocalStack on the machine keeps a bucket's folder at the same hard-coded path
+        # (S3_STORAGE/<bucket>): another one, deleting its own bucket of this name, took ours.
+        # LocalStack forgets the bucket before it removes the folder, so it is usually gone
+        # already; if not, the folder is all it lacks (the objects are anonymous temp files).
+        if any(b["Name"] == bucket for b in client.list_buckets().get("Buckets", [])):
+            (S3_STORAGE / bucket).mkdir(parents=True, exist_ok=True)
+            client.delete_bucket(Bucket=bucket)
+
+
+S3_STORAGE = Path("/tmp/localstack-s3-storage")  # LocalStack's own, hard-coded
 
 
 def main() -> None:
