@@ -1,6 +1,7 @@
-"""The real CLI with its fetch processes (the default on this 2-core machine) against moto's HTTP
-server: the run says how it fetches, a fetch process killed mid-run costs retries and never an
-object, and Ctrl-C or SIGTERM leaves no fetch process and nothing half-written behind."""
+"""The real CLI with its fetch processes (the default from three cores up; `--processes 2`
+here) against moto's HTTP server: the run says how it fetches, a fetch process killed mid-run
+costs retries and never an object, and Ctrl-C or SIGTERM leaves no fetch process and nothing
+half-written behind."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from s3drain.drain.settings import usable_cores
-from tests.support.drainkit import bucket_keys, local_tree
+from s3drain.drain import settings as settings_module
+from s3drain.drain.settings import (
+    MIN_CORES_FOR_PROCESSES,
+    fetch_processes,
+    usable_cores,
+)
+from tests.support.drainkit import bucket_keys, drain_settings, local_tree
 from tests.support.proxy import FaultProxy
 from tests.support.server import S3Client
 from tests.test_cli_e2e import PREFIX, ROOT, cli_env, drain_args, fill, run_cli
@@ -50,22 +56,39 @@ def _wait_for(condition: object, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
-def test_the_default_run_fetches_in_processes_and_says_so(
+@pytest.mark.parametrize(("cores", "expected"), [(1, 0), (2, 0), (3, 3), (8, 8), (64, 8)])
+def test_fetch_processes_from_three_cores_up(
+    monkeypatch: pytest.MonkeyPatch, cores: int, expected: int
+) -> None:
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: cores)
+    assert fetch_processes(drain_settings(Path("/nonexistent"))) == expected
+    assert fetch_processes(drain_settings(Path("/nonexistent"), processes=1)) == 1
+
+
+def test_the_run_says_where_it_fetches_and_both_ways_drain_alike(
     tmp_path: Path, s3_url: str, s3: S3Client
 ) -> None:
-    assert usable_cores() >= 2, "this machine has one core: the default is no fetch process"
+    cores = usable_cores()
     objects = _objects(300)
     fill(s3, objects)
     result = run_cli([*drain_args(tmp_path), "-vv"], cli_env(s3_url))
     assert result.returncode == 0, result.stderr
-    assert f"direct GETs in {min(usable_cores(), 8)} fetch processes" in result.stderr
+    default = (
+        f"direct GETs in {min(cores, 8)} fetch processes"
+        if cores >= MIN_CORES_FOR_PROCESSES
+        else "direct GETs in this process"
+    )
+    assert default in result.stderr
     assert local_tree(tmp_path / "raw") == {k[len(PREFIX) :]: v for k, v in objects.items()}
     assert bucket_keys(s3) == set()
-    fill(s3, objects)
-    inline = run_cli([*drain_args(tmp_path / "b"), "-vv", "--processes", "0"], cli_env(s3_url))
-    assert inline.returncode == 0, inline.stderr
-    assert "direct GETs in this process" in inline.stderr
-    assert local_tree(tmp_path / "b" / "raw") == local_tree(tmp_path / "raw")
+    for processes, said in (("0", "direct GETs in this process"), ("2", "in 2 fetch processes")):
+        fill(s3, objects)
+        base = tmp_path / f"p{processes}"
+        run = run_cli([*drain_args(base), "-vv", "--processes", processes], cli_env(s3_url))
+        assert run.returncode == 0, run.stderr
+        assert said in run.stderr
+        assert local_tree(base / "raw") == local_tree(tmp_path / "raw")
+        assert bucket_keys(s3) == set()
 
 
 def test_a_fetch_process_killed_mid_run_costs_retries_not_objects(

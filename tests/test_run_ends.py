@@ -274,7 +274,7 @@ def test_a_three_second_outage_is_ridden_out(tmp_path: Path, s3_url: str, s3: S3
 
 
 def _stop_while_gets_stall(
-    base: Path, s3_url: str, objects: Mapping[str, bytes]
+    base: Path, s3_url: str, objects: Mapping[str, bytes], *extra: str
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     """SIGINT once two GETs are stalled (the proxy holds them 300 s; the read timeout is 60 s)."""
     with FaultProxy(
@@ -285,7 +285,7 @@ def _stop_while_gets_stall(
         stall_seconds=300.0,
     ) as proxy:
         run = subprocess.Popen(
-            [sys.executable, "-m", "s3drain", *drain_args(base), "--workers", "2"],
+            [sys.executable, "-m", "s3drain", *drain_args(base), "--workers", "2", *extra],
             env=cli_env(proxy.url),
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -303,13 +303,17 @@ def _stop_while_gets_stall(
     return subprocess.CompletedProcess(run.args, run.returncode, out, err), seconds
 
 
-def test_a_stop_cuts_stalled_small_gets_at_once(tmp_path: Path, s3_url: str, s3: S3Client) -> None:
-    """Small objects are fetched in fetch processes, which cut a GET still waiting for its
-    answer when the run stops: exit 130 at once, not at the read timeout or the watchdog."""
+@pytest.mark.parametrize("processes", ["0", "2"])
+def test_a_stop_cuts_stalled_small_gets_at_once(
+    tmp_path: Path, s3_url: str, s3: S3Client, processes: str
+) -> None:
+    """Small objects are fetched by direct GETs, in the run's own threads or in fetch
+    processes; either cuts a GET still waiting for its answer when the run stops: exit 130 at
+    once, not at the read timeout or the watchdog."""
     objects = objects_of(20)
     fill(s3, objects)
     base = tmp_path / "base"
-    run, seconds = _stop_while_gets_stall(base, s3_url, objects)
+    run, seconds = _stop_while_gets_stall(base, s3_url, objects, "--processes", processes)
     _measured("a stop with every small GET stalled: exit after", seconds)
     assert run.returncode == 130, run.stderr
     assert seconds < 10.0

@@ -198,7 +198,8 @@ def add_drain_options(drain: argparse.ArgumentParser) -> None:
         "--processes",
         metavar="N",
         help="fetch processes for objects below --multipart-threshold (default auto: one per "
-        "usable core, none on one core; 0 fetches in the run's own process). Each takes a "
+        "usable core from three cores up, none on one or two; 0 fetches in the run's own "
+        "process). Each takes a "
         "share of --workers; listing, the ledger, links and deletes stay in the run's process "
         "(S3DRAIN_PROCESSES)",
     )
