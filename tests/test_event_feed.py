@@ -31,6 +31,7 @@ class Inbox:
     def __init__(self, batches: list[list[Received]]) -> None:
         self.batches = batches
         self.calls: list[tuple[str, str | None, str]] = []
+        self.settled_while_stopping: list[str] = []
         self.started = False
         self.polls = 0
 
@@ -48,8 +49,10 @@ class Inbox:
         # A receive after `polls` found nothing (this fake answers at once).
         return not self.batches and self.polls > polls
 
-    def settled(self, ref: ObjectRef, verdict: str) -> None:
+    def settled(self, ref: ObjectRef, verdict: str, *, stopping: bool = False) -> None:
         self.calls.append((ref.key, ref.etag, verdict))
+        if stopping:
+            self.settled_while_stopping.append(ref.key)
 
     def counters(self) -> InboxCounters:
         return InboxCounters(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None)
@@ -234,3 +237,18 @@ def test_filtered_objects_settle_their_messages() -> None:
     passed_over(record, "excluded by *.tmp")
     assert inbox.calls == [("in/skip.tmp", "e1", "done")]
     assert stats.figures().filtered == 1
+
+
+def test_an_object_settled_after_the_stop_tells_the_inbox_so() -> None:
+    """A GET cut short by the run's stop fails: its message must go back at once (the inbox
+    releases it), not wait out its visibility timeout."""
+    inbox = Inbox([[received("m1", event("in/a.csv", "e1"), event("in/b.csv", "e2"))]])
+    feed, _ = make_feed(inbox, once=False)
+    stop = threading.Event()
+    pages = pages_of(feed, stop)
+    first, second = next(pages)
+    settle(feed, first, Status.FAILED, deleted=False)
+    stop.set()
+    settle(feed, second, Status.FAILED, deleted=False)
+    assert inbox.calls == [("in/a.csv", "e1", "retry"), ("in/b.csv", "e2", "retry")]
+    assert inbox.settled_while_stopping == ["in/b.csv"]

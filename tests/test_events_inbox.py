@@ -120,6 +120,21 @@ def test_a_failed_object_leaves_its_message_to_come_back(events_url: str, sqs: A
         wait_for(lambda: depth(sqs, queue_url) == 0, what="the delete")
 
 
+def test_a_failure_while_stopping_hands_its_message_back_at_once(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("k"))
+    with running_inbox(events_url, queue_url, visibility_timeout=60) as inbox:
+        [received] = collect(inbox, 1)
+        inbox.settled(received.todo[0], "retry", stopping=True)
+        counters = inbox.counters()
+        assert (counters.released, counters.left, counters.in_flight) == (1, 0, 0)
+        # Visible again now, not in 60 s: the inbox's own receivers take it again.
+        again = collect(inbox, 1, timeout=8)
+        assert again and again[0].message.message_id == received.message.message_id
+        inbox.settled(again[0].todo[0], "done")
+        wait_for(lambda: depth(sqs, queue_url) == 0, what="the delete")
+
+
 def test_bad_messages_stay_for_the_dead_letter_queue_and_are_noted_once(
     events_url: str, sqs: Any
 ) -> None:

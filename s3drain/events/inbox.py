@@ -114,11 +114,16 @@ class Inbox:
         self._raise_failure()
         return batch
 
-    def settled(self, ref: ObjectRef, outcome: Outcome) -> None:
+    def settled(self, ref: ObjectRef, outcome: Outcome, *, stopping: bool = False) -> None:
+        """`stopping`: a message left now (its object cut short by the run's stop) is visible
+        again at once, as `release_unfinished` makes the others, not after its timeout."""
         with self._lock:
             finished = self._tracker.settle(ref, outcome)
+            back = [message for message, verdict in finished if verdict == "leave" and stopping]
             for message, verdict in finished:
-                self._finish(message, verdict)
+                if message not in back:
+                    self._finish(message, verdict)
+        self._release(back)
 
     def release_unfinished(self) -> int:
         """Stop receiving, delete what is settled, and make every other held message visible

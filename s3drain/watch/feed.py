@@ -87,6 +87,7 @@ class EventFeed:
     ) -> None:
         self._make_inbox = inbox
         self._inbox: Inbox | None = None
+        self._stop = threading.Event()  # the run's, once its pages start
         self._stats = stats
         self._bucket = bucket
         self._prefix = prefix
@@ -114,6 +115,7 @@ class EventFeed:
 
     def _pages(self, client: S3Client, retry: RetryPolicy, stop: threading.Event) -> Pages:
         # Started here, after the run's checks: a wrong bucket or a held lock takes no message.
+        self._stop = stop
         self._inbox = inbox = self._make_inbox()
         inbox.start()
         next_pass = self._clock() if self._reconcile > 0 else float("inf")
@@ -259,7 +261,7 @@ class EventFeed:
         if flight.event_time is not None:
             latency = self._wall() - flight.event_time.timestamp()
         self._stats.settled(outcome, flight.source, latency)
-        self._settle_refs([*flight.refs, *same], verdict)
+        self._settle_refs([*flight.refs, *same], verdict, stopping=self._stop.is_set())
 
     def _passed_over(self, record: ObjectRecord, why: str) -> None:
         with self._lock:
@@ -270,11 +272,11 @@ class EventFeed:
             self._stats.filtered()
             self._settle_refs(flight.refs, "done")  # left in S3 as a run leaves it
 
-    def _settle_refs(self, refs: list[ObjectRef], verdict: Verdict) -> None:
+    def _settle_refs(self, refs: list[ObjectRef], verdict: Verdict, stopping: bool = False) -> None:
         if self._inbox is None:
             return
         for ref in refs:
-            self._inbox.settled(ref, verdict)
+            self._inbox.settled(ref, verdict, stopping=stopping)
 
 
 def _named(batch: list[Received]) -> Iterator[_Named]:
