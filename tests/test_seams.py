@@ -68,7 +68,11 @@ def test_the_faults_fired(bench: Bench) -> None:
     """Most trials must have had their fault fire (a k past the run's last call leaves a
     clean run), and every seam must have fired in some trial."""
     if len(REPORTS) < min(TRIALS, 2 * len(SEAMS)):
-        pytest.skip("runs after the trials of this file (run the whole file)")
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "no xdist worker")
+        pytest.skip(
+            "runs after the trials of this file (run the whole file): "
+            f"{len(REPORTS)} trial reports in this process ({worker})"
+        )
     fired = [r for r in REPORTS if r.fired]
     assert len(fired) >= 0.75 * len(REPORTS), f"{len(fired)} of {len(REPORTS)} fired"
     silent = set(SEAMS) - {r.setup.seam for r in fired}
