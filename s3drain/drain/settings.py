@@ -200,9 +200,9 @@ def fetch_processes(settings: DrainSettings) -> int:
     """How many fetch processes this run starts: --processes, else one per usable core from
     three cores up. On one or two there are none: the run's own process keeps about a core
     busy (listing, ledger, links, deletes), and what a fetch process takes off it costs more
-    in the hand-over than it saves. On 2 cores, 2,000 small objects from SeaweedFS: 780
-    objects/s inline against 699 with two fetch processes (0.94 against 1.14 CPU-ms per
-    object); over a 25 ms link, 689 against 557 (`make bench`, 2026-12-04)."""
+    in the hand-over than it saves. On 2 cores, 2,000 small objects from SeaweedFS, one run
+    after the other: 780 objects/s inline against 665 with two fetch processes (0.94 against
+    1.22 CPU-ms per object); over a 25 ms link, 689 against 527 (`make bench`, 2026-12-04)."""
     if settings.processes is not None:
         return settings.processes
     cores = usable_cores()
