@@ -37,12 +37,13 @@ system-tools:
 
 # Three pytest workers (pytest-xdist): the suite waits on servers, subprocesses and timeouts
 # far more than it computes (about half a core in one process), so three share two cores well;
-# 24 minutes in one process, 11 in three. Tests that need LocalStack, and the seam trials (one
-# test reads all their reports), each run on one worker (tests/conftest.py, --dist loadgroup).
-# `make test TEST_WORKERS=0` runs them all in this one process.
+# 24 minutes in one process, 11 in three. Tests that need LocalStack run on one worker
+# (tests/conftest.py, --dist loadgroup). The seam trials run after, in one process: one test
+# reads all their reports. `make test TEST_WORKERS=0` runs the rest in one process too.
 TEST_WORKERS ?= 3
 test: lint system-tools
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --ignore=tests/test_seams.py
+	$(PY) -m pytest -q tests/test_seams.py
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

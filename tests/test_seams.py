@@ -33,9 +33,6 @@ from tests.support.seamtrial import (
 TRIALS = int(os.environ.get("S3DRAIN_SEAM_TRIALS", "240"))
 FIRST_SEED = 7000
 REPORTS: list[TrialReport] = []
-# `test_the_faults_fired` reads every trial's report: under `pytest -n` the file runs on one
-# worker, in order.
-pytestmark = pytest.mark.xdist_group("seams")
 
 
 @pytest.fixture(scope="module")
