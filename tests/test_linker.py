@@ -199,3 +199,35 @@ def test_a_killed_run_leaves_only_temp_files_the_next_sweep_takes(tmp_path: Path
     fs.close(item.fd)  # what the kernel does when the process dies
     assert sweep_temp_files(str(raw), LocalFS()) == 1
     assert os.listdir(raw) == []
+
+
+def test_a_temp_file_is_created_empty_and_locked(tmp_path: Path) -> None:
+    fs, path = LocalFS(), str(tmp_path / ".s3drain-new.part")
+    fd = fs.create_temp(path)
+    try:
+        assert os.fstat(fd).st_size == 0
+        assert not fs.remove_if_unlocked(path)  # locked: another run's sweep leaves it
+    finally:
+        fs.close(fd)
+
+
+def test_a_temp_file_a_killed_run_left_is_taken_over_and_emptied(tmp_path: Path) -> None:
+    fs, path = LocalFS(), tmp_path / ".s3drain-left.part"
+    path.write_bytes(b"half an object")
+    fd = fs.create_temp(str(path))
+    try:
+        assert os.fstat(fd).st_size == 0 and path.read_bytes() == b""
+    finally:
+        fs.close(fd)
+
+
+def test_a_temp_file_another_run_holds_is_left_as_it_is(tmp_path: Path) -> None:
+    fs, path = LocalFS(), tmp_path / ".s3drain-busy.part"
+    held = fs.create_temp(str(path))
+    fs.write(held, b"being written")
+    try:
+        with pytest.raises(BlockingIOError):
+            fs.create_temp(str(path))
+        assert path.read_bytes() == b"being written"
+    finally:
+        fs.close(held)

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from s3drain.drain.batches import CLOSE, batches
+from s3drain.drain.batches import BatchQueue
 from s3drain.drain.delete_requests import MAX_BATCH, DeleteGuard, Sender
 from s3drain.errors import AbortError, DeleteGuardError, S3DrainError, describe
 from s3drain.local.fs import LocalFS
@@ -82,7 +81,9 @@ class Deleter:
         # them): noted as audited once synced, even if a later line or a bug broke the flush.
         self._written: list[int] = []
         self._open_lock = threading.Lock()
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=2 * policy.batch_size)
+        self._queue: BatchQueue[Outcome] = BatchQueue(
+            window=policy.flush_seconds, size=policy.batch_size, maxsize=2 * policy.batch_size
+        )
         self._deletes_sent = 0
         self._broken: S3DrainError | None = None
         self._pool = ThreadPoolExecutor(policy.single_workers, thread_name_prefix="s3drain-delete")
@@ -96,15 +97,12 @@ class Deleter:
         self._queue.put(outcome)
 
     def close(self) -> None:
-        self._queue.put(CLOSE)
+        self._queue.close()
         self._thread.join()
         self._pool.shutdown()
 
     def _loop(self) -> None:
-        policy = self._policy
-        for batch in batches(
-            self._queue, Outcome, window=policy.flush_seconds, size=policy.batch_size
-        ):
+        for batch in self._queue.batches():
             try:
                 self._flush(batch)
             except Exception as exc:

@@ -13,12 +13,11 @@ Linked objects go on to the deleter; one whose name was taken meanwhile is a `co
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from s3drain.drain.batches import CLOSE, batches
+from s3drain.drain.batches import BatchQueue
 from s3drain.drain.verify import Verified
 from s3drain.errors import S3DrainError, describe
 from s3drain.local.fs import LocalFS
@@ -63,12 +62,12 @@ class Linker:
         self._record = record
         self._fatal = fatal
         self._crashed = crashed
-        self._window = window
-        self._max = max_waiting
         self._broken: S3DrainError | None = None
         # Bounded: a worker waits here when the linker is behind, instead of holding more open
         # files than the process may have.
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_waiting)
+        self._queue: BatchQueue[Fetched] = BatchQueue(
+            window=window, size=max_waiting, maxsize=max_waiting
+        )
         self._thread = threading.Thread(target=self._loop, name="s3drain-linker", daemon=True)
         self._thread.start()
 
@@ -76,11 +75,11 @@ class Linker:
         self._queue.put(item)
 
     def close(self) -> None:
-        self._queue.put(CLOSE)
+        self._queue.close()
         self._thread.join()
 
     def _loop(self) -> None:
-        for batch in batches(self._queue, Fetched, window=self._window, size=self._max):
+        for batch in self._queue.batches():
             self._flush_guarded(batch)
 
     def _flush_guarded(self, batch: list[Fetched]) -> None:

@@ -54,11 +54,22 @@ class LocalFS:
     def create_temp(self, path: str) -> int:
         """Open the temp file locked (flock), so no other run's sweep removes it while it is
         written. Locked before it is truncated: if another run is writing this very file
-        (same key and ETag), raise BlockingIOError and leave its bytes alone."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+        (same key and ETag), raise BlockingIOError and leave its bytes alone.
+
+        Almost always the file is new: created exclusively, it is empty and needs no truncate
+        (a syscall per small object saved). Only a file left by a killed run or held by
+        another run takes the second open."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(path, flags | os.O_EXCL, 0o666)
+            new = True
+        except FileExistsError:
+            fd = os.open(path, flags, 0o666)
+            new = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, 0)
+            if not new:
+                os.ftruncate(fd, 0)
         except BaseException:
             os.close(fd)
             raise
