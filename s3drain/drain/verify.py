@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from s3drain.checksums import Crc, Expected, Hash, full_object_checksum, is_combinable, new_hash
-from s3drain.records import ObjectRecord
+from s3drain.records import UNKNOWN_TIME, ObjectRecord
 
 # 512 KiB reads: as cheap in CPU as 1 MiB (measured), while 32 threads streaming at once keep
 # peak RSS near 75 MiB (1 MiB reads took it past 100 MiB, near the 128 MiB budget).
@@ -105,7 +105,9 @@ def conclude(
 ) -> Verified:
     """The whole object's CRC (combined) or in-order hash against what S3 said (`answer`: the
     first GET's fields); raises Mismatch."""
-    version_id, modified = answer.get("VersionId"), last_modified(answer)
+    version_id = answer.get("VersionId")
+    # The GET's date matters only where no listing dated the object (an event named it).
+    modified = last_modified(answer) if record.last_modified == UNKNOWN_TIME else None
     if p.expected is not None and crc is not None:
         if crc.b64() != p.expected.value:
             raise Mismatch(f"{p.expected.name} {crc.b64()} does not match S3's {p.expected}")
