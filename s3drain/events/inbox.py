@@ -365,6 +365,14 @@ class Inbox:
     def _release(self, messages: list[Message]) -> int:
         if not messages:
             return 0
+        # Forgotten before the release is sent: a receiver's poll may take a message again the
+        # moment it is visible, before the release has even answered. That receive is a new
+        # hold, admitted as such (and released at the close); forgotten after it, it was lost
+        # with the old one and stayed invisible for a whole visibility timeout.
+        with self._lock:
+            for message in messages:
+                self._tracker.forget(message.message_id)
+            self._room.notify_all()
         try:
             result = calls.change_visibility(
                 self._client, self._queue_url, messages, 0, self._settle_retry
@@ -373,10 +381,7 @@ class Inbox:
         except (ClientError, BotoCoreError, S3DrainError):
             released = 0  # they come back after their visibility timeout instead
         with self._lock:
-            for message in messages:
-                self._tracker.forget(message.message_id)
             self._counts["released"] += released
-            self._room.notify_all()
         return released
 
     def _note(self, kind: NoteKind, message_id: str, detail: str) -> None:
