@@ -154,6 +154,43 @@ def test_a_failure_while_stopping_hands_its_message_back_at_once(events_url: str
     assert back == [received.message.message_id]
 
 
+def test_a_message_admitted_just_after_the_stop_is_handed_back_at_the_close(
+    events_url: str,
+) -> None:
+    """A receive that answered before the stop and was admitted after the close's release:
+    the close hands it back too once the receivers are done, so it is visible again at once,
+    not after its 60 s."""
+    sqs = sqs_client(events_url)
+    queue_url, _ = make_queue(sqs, "admitted-late")
+    entered, released = threading.Event(), threading.Event()
+    with running_inbox(events_url, queue_url, visibility_timeout=60, receivers=1) as inbox:
+        real_admit, real_release = inbox._admit, inbox.release_unfinished
+
+        def late_admit(message: Any) -> Any:
+            entered.set()
+            released.wait(10)  # the close's release runs meanwhile, and misses this one
+            return real_admit(message)
+
+        def release_then_admit() -> int:
+            count = real_release()
+            released.set()
+            return count
+
+        inbox._admit = late_admit  # type: ignore[method-assign]
+        inbox.release_unfinished = release_then_admit  # type: ignore[method-assign]
+        send(sqs, queue_url, s3_event_body("k"))
+        assert entered.wait(10)
+    counters = inbox.counters()
+    assert (counters.received, counters.released, counters.in_flight) == (1, 1, 0)
+    back: list[str] = []
+    deadline = time.monotonic() + 10
+    while not back and time.monotonic() < deadline:
+        answer = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)
+        back = [m["MessageId"] for m in answer.get("Messages", [])]
+    sqs.close()
+    assert len(back) == 1
+
+
 def test_bad_messages_stay_for_the_dead_letter_queue_and_are_noted_once(
     events_url: str, sqs: Any
 ) -> None:

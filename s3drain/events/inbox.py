@@ -142,6 +142,11 @@ class Inbox:
         for thread in self._threads:
             if thread.name.startswith("s3drain-receiver"):
                 thread.join(max(0.0, deadline - self._clock()))
+        # A receive that answered just before the stop may have been admitted just after the
+        # release above: held, and never to be settled now. Handed back too.
+        with self._lock:
+            late = self._tracker.unfinished()
+        self._release(late)
         self._to_delete.join()
         self._closed.set()
         for thread in self._threads:
