@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.endpoints import SERVERS, S3Endpoint
+from tests.support.eventkit import sqs_client
 from tests.support.localstack import LocalStackServer
 from tests.support.mounts import FUSE_MISSING, fuse_available, xattrless
 from tests.support.proxy import FaultProxy
@@ -137,3 +139,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         names = set(getattr(item, "fixturenames", ()))
         if names & _LOCALSTACK_FIXTURES or "localstack" in item.nodeid.lower():
             item.add_marker(pytest.mark.xdist_group("localstack"))
+
+
+@pytest.fixture
+def lake_clients(s3_url: str) -> Iterator[tuple[Any, Any]]:
+    """s3://lake (no notifications) on moto, and its SQS: the watcher's tests."""
+    s3, sqs = s3_client(s3_url), sqs_client(s3_url)
+    s3.create_bucket(Bucket="lake")
+    yield s3, sqs
+    s3.close()
+    sqs.close()

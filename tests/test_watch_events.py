@@ -13,7 +13,6 @@ import io
 import json
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,16 +65,6 @@ KEYS = [
 ]
 
 
-@pytest.fixture
-def clients(s3_url: str) -> Iterator[tuple[Any, Any]]:
-    """s3://lake (no notifications) on moto, and its SQS."""
-    s3, sqs = s3_client(s3_url), sqs_client(s3_url)
-    s3.create_bucket(Bucket=BUCKET)
-    yield s3, sqs
-    s3.close()
-    sqs.close()
-
-
 def body_of(key: str) -> bytes:
     return f"the bytes of {key}\n".encode() * 3
 
@@ -117,12 +106,12 @@ ROUTES = ["sns-envelope", "sns-raw", "eventbridge"]
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_each_route_as_its_service_sends_it(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any], route: str
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any], route: str
 ) -> None:
     """The bodies SNS (with and without raw message delivery) and EventBridge put in the queue:
     the key form-encoded in S3's records, as it is in EventBridge's events. S3's test event
     (in SNS's envelope on that route) is acknowledged beside them."""
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = make_queue(sqs, f"lake-{route}")
     objects = {key: body_of(key) for key in KEYS}
     for key, body in objects.items():
@@ -146,11 +135,11 @@ def test_each_route_as_its_service_sends_it(
 
 
 def test_one_message_naming_several_objects_leaves_once_all_are_settled(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
     """One message, four records; one object above --multipart-threshold (1 MiB here), so an
     event's record goes through the streamed fetch too, dated by S3's answer in the ledger."""
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = make_queue(sqs, "lake-many")
     objects = {f"{PREFIX}batch/{i}.csv": body_of(str(i)) for i in range(3)}
     objects[f"{PREFIX}batch/large.bin"] = bytes(range(256)) * 4096 * 3  # 3 MiB
@@ -172,11 +161,11 @@ def test_one_message_naming_several_objects_leaves_once_all_are_settled(
 
 
 def test_an_event_without_size_or_etag_is_asked_of_s3(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
     """Some servers' EventBridge events name the key alone: a HEAD says what the object is,
     and an object already gone is settled (its message deleted) without more ado."""
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = make_queue(sqs, "lake-bare")
     here, gone = f"{PREFIX}here.csv", f"{PREFIX}gone.csv"
     put(s3, here, b"still here")
@@ -209,12 +198,12 @@ MARKER = f"{PREFIX}empty-folder/"  # a folder marker: skipped, left, quietly
 
 
 def test_keys_get_the_outcome_a_plain_drain_gives_them(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
     """Every key, whether the drain takes it or refuses it, ends as it would in a drain run of
     the same objects; a refused object stays in S3 and its message is still deleted (it is
     settled: waiting would only send it to the dead-letter queue)."""
-    s3, sqs = clients
+    s3, sqs = lake_clients
     fine = {key: body_of(key) for key in KEYS}
     objects = fine | REFUSED | {MARKER: b""}
     # The plain drain, of a twin bucket holding the same keys.
@@ -247,12 +236,12 @@ def test_keys_get_the_outcome_a_plain_drain_gives_them(
 
 
 def test_messages_that_are_not_s3_events_stay_and_are_counted_once(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
     """Beside good messages: a body that is not JSON and another producer's JSON. The good ones
     are drained; the bad ones come back again and again (a 1 s visibility timeout here), are
     logged and counted once each, stay in the queue, and the watcher goes on."""
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = make_queue(sqs, "lake-mixed")
     not_json = "this is <not> JSON {"
     foreign = json.dumps({"orderId": 42, "status": "shipped", "Records": "not a list"})
@@ -287,9 +276,9 @@ def test_messages_that_are_not_s3_events_stay_and_are_counted_once(
 
 
 def test_records_for_another_bucket_or_prefix_are_acknowledged(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = make_queue(sqs, "lake-shared")
     s3.create_bucket(Bucket="other")
     others = [
@@ -320,9 +309,9 @@ def test_records_for_another_bucket_or_prefix_are_acknowledged(
 
 
 def test_objects_the_filters_leave_are_acknowledged_and_stay_in_s3(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = notify_queue(s3, sqs)
     objects = {
         f"{PREFIX}keep.csv": b"taken",
@@ -346,11 +335,11 @@ def test_objects_the_filters_leave_are_acknowledged_and_stay_in_s3(
 
 
 def test_min_age_holds_a_young_event_until_it_is_old_enough(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
     """The event waits in the watcher, its message kept invisible past a 2 s visibility
     timeout by the heartbeat, and is drained once the object is 3 s old."""
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = make_queue(sqs, "lake-young")
     key = f"{PREFIX}young.csv"
     size, etag = put(s3, key, b"fresh")

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from s3drain.drain.summary import summary_json
-from tests.support.eventkit import make_queue, sqs_client
+from tests.support.eventkit import make_queue
 from tests.support.proxy import FaultProxy, RequestInfo
 from tests.support.server import s3_client
 from tests.support.watchkit import (
@@ -42,15 +39,6 @@ V1 = b"version one\n"
 V2 = b"version two, a little longer\n"
 
 
-@pytest.fixture
-def clients(s3_url: str) -> Iterator[tuple[Any, Any]]:
-    s3, sqs = s3_client(s3_url), sqs_client(s3_url)
-    s3.create_bucket(Bucket=BUCKET)
-    yield s3, sqs
-    s3.close()
-    sqs.close()
-
-
 def requests(run: Watched) -> dict[str, int]:
     by_operation: dict[str, int] = summary_json(run.result.drain.totals, run.result.drain.info)[
         "requests"
@@ -59,9 +47,9 @@ def requests(run: Watched) -> dict[str, int]:
 
 
 def test_a_message_sent_twice_is_drained_once(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = make_queue(sqs, "lake-twice")
     size, etag = put(s3, KEY, V1)
     body = s3_body(s3_record(KEY, size=size, etag=etag, sequencer="0A"))
@@ -79,11 +67,11 @@ def test_a_message_sent_twice_is_drained_once(
 
 
 def test_an_older_event_arriving_after_the_newer_one(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
     """v2's event first, then v1's (an earlier sequencer): v2 is delivered; v1, gone from S3,
     is settled without a download and its message deleted."""
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = make_queue(sqs, "lake-order")
     size1, etag1 = put(s3, KEY, V1)
     size2, etag2 = put(s3, KEY, V2)
@@ -103,12 +91,12 @@ def test_an_older_event_arriving_after_the_newer_one(
 
 
 def test_objects_overwritten_or_deleted_before_the_watcher_saw_them(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
     """Real notifications, created and removed: one key written twice, another written and
     deleted, all before the watcher starts. The newer version is delivered; the events for the
     older one and for the deleted object are settled without a download."""
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, queue_arn = make_queue(sqs, "lake-churn")
     s3.put_bucket_notification_configuration(
         Bucket=BUCKET,
@@ -146,12 +134,12 @@ def test_objects_overwritten_or_deleted_before_the_watcher_saw_them(
 
 
 def test_an_object_overwritten_while_its_get_is_in_flight(
-    tmp_path: Path, s3_url: str, clients: tuple[Any, Any]
+    tmp_path: Path, s3_url: str, lake_clients: tuple[Any, Any]
 ) -> None:
     """The watcher's GET of v1 is held at the proxy while v2 is uploaded and its event
     arrives; v2's event waits for v1's object to settle (one key in flight at a time). v1's GET
     then meets v2 (412): changed, nothing placed. v2 is delivered by its own event."""
-    s3, sqs = clients
+    s3, sqs = lake_clients
     queue_url, _ = notify_queue(s3, sqs)
     gets: list[tuple[float, str]] = []  # (when it reached the proxy, its If-Match)
     overwritten = threading.Event()
