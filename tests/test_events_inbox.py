@@ -37,6 +37,16 @@ def send(sqs: Any, queue_url: str, body: str) -> str:
     return message_id
 
 
+def visible_within(sqs: Any, queue_url: str, seconds: float) -> list[str]:
+    """The ids of the first messages a receive gets within `seconds` (visible again, that is)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)
+        if answer.get("Messages"):
+            return [m["MessageId"] for m in answer["Messages"]]
+    return []
+
+
 def test_a_settled_object_deletes_its_message(events_url: str, sqs: Any) -> None:
     queue_url, _ = make_queue(sqs, "q")
     send(sqs, queue_url, s3_event_body("in/a+b%2Bc.csv"))
@@ -145,11 +155,7 @@ def test_a_failure_while_stopping_hands_its_message_back_at_once(events_url: str
         # Taken again meanwhile by a receiver: held anew, not lost for its 60 s.
         assert counters.received == 2 and counters.in_flight == 1
     # Visible again now, not in 60 s: the close released the second hold.
-    back: list[str] = []
-    deadline = time.monotonic() + 10
-    while not back and time.monotonic() < deadline:
-        answer = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)
-        back = [m["MessageId"] for m in answer.get("Messages", [])]
+    back = visible_within(sqs, queue_url, 10.0)
     sqs.close()
     assert back == [received.message.message_id]
 
@@ -182,11 +188,7 @@ def test_a_message_admitted_just_after_the_stop_is_handed_back_at_the_close(
         assert entered.wait(10)
     counters = inbox.counters()
     assert (counters.received, counters.released, counters.in_flight) == (1, 1, 0)
-    back: list[str] = []
-    deadline = time.monotonic() + 10
-    while not back and time.monotonic() < deadline:
-        answer = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=1)
-        back = [m["MessageId"] for m in answer.get("Messages", [])]
+    back = visible_within(sqs, queue_url, 10.0)
     sqs.close()
     assert len(back) == 1
 
