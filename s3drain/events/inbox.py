@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import fields, replace
 
@@ -26,14 +26,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3drain.config.sqs import SqsSettings
 from s3drain.errors import S3DrainError, describe, error_code
 from s3drain.events import calls
+from s3drain.events.admission import Admitter
 from s3drain.events.client import SQSClient
-from s3drain.events.messages import BadMessage, TestEvent, in_scope, parse_message
 from s3drain.events.report import InboxCounters, Note, NoteKind, Received
 from s3drain.events.tracker import Message, ObjectRef, Outcome, Tracker, Verdict
 from s3drain.s3.breaker import Breaker
 from s3drain.s3.retry import RetryPolicy, is_retryable
 
-_SEEN_BAD = 10_000  # message ids remembered so a bad message is logged once, not per receive
 _NEVER = float("inf")
 # DeleteMessageBatch calls in flight at once. More would shorten a burst's tail on SQS (10
 # messages a round trip), but moto's SQS loses deletes it answered as done when batches
@@ -62,8 +61,6 @@ class Inbox:
         self._client = client
         self._settings = settings
         self._queue_url: str = settings.queue_url
-        self._bucket = bucket
-        self._prefix = prefix
         self._breaker = breaker
         self._stopping = threading.Event()
         self._closed = threading.Event()
@@ -82,7 +79,7 @@ class Inbox:
         self._tracker = Tracker()
         self._ready: queue.Queue[list[Received]] = queue.Queue()
         self._to_delete: queue.Queue[str] = queue.Queue()
-        self._seen_bad: OrderedDict[str, None] = OrderedDict()
+        self._admitter = Admitter(bucket, prefix)
         # One count per field of InboxCounters, but the two read off the tracker.
         self._counts = dict.fromkeys(
             (f.name for f in fields(InboxCounters) if f.name not in ("in_flight", "oldest_age")), 0
@@ -226,43 +223,26 @@ class Inbox:
         return is_retryable(exc) or error_code(exc) in calls.TRANSIENT_CODES
 
     def _admit(self, message: Message) -> Received | None:
-        parsed = parse_message(message.body)
         with self._lock:
             self._counts["received"] += 1
-            if isinstance(parsed, BadMessage):
-                if message.message_id not in self._seen_bad:
-                    self._seen_bad[message.message_id] = None
-                    if len(self._seen_bad) > _SEEN_BAD:
-                        self._seen_bad.popitem(last=False)
-                    self._counts["bad"] += 1
-                    self._note("bad", message.message_id, parsed.reason)
+            admission = self._admitter.admit(message.message_id, message.body)
+            for name, count in admission.counts.items():
+                self._counts[name] += count
+            for kind, detail in admission.notes:
+                self._note(kind, message.message_id, detail)
+            if admission.kind == "bad":
                 return None
             visible_until = message.received_at + self._visibility
-            if isinstance(parsed, TestEvent):
-                self._counts["test_events"] += 1
-                self._note("test", message.message_id, f"s3:TestEvent for bucket {parsed.bucket}")
-                admitted = self._tracker.add(message, (), visible_until)
+            admitted = self._tracker.add(message, admission.to_drain, visible_until)
+            if admission.kind == "test":
                 if not admitted.again:
                     self._finish(message, "delete")
                 return None
-            to_drain = []
-            for event in parsed:
-                if not in_scope(event, self._bucket, self._prefix):
-                    self._counts["ignored"] += 1
-                    self._note(
-                        "ignored",
-                        message.message_id,
-                        f"{event.action} s3://{event.bucket}/{event.key}: not under "
-                        f"s3://{self._bucket}/{self._prefix}",
-                    )
-                elif event.action == "created":
-                    to_drain.append(event)
-            admitted = self._tracker.add(message, to_drain, visible_until)
             if admitted.again:
                 return None
             if admitted.verdict is not None:
                 self._finish(message, admitted.verdict)
-        return Received(message, parsed, admitted.todo)
+        return Received(message, admission.events, admitted.todo)
 
     # --- finishing a message (called with the lock held)
 
