@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from s3drain.events.admission import Admitter
+from s3drain.events.admission import Admission, Admitter
+from s3drain.events.messages import parse_message
 from tests.support.eventkit import s3_event_body
 
 
@@ -17,11 +18,15 @@ def _records(*specs: tuple[str, str, str]) -> str:
     return json.dumps({"Records": records})
 
 
+def admit(admitter: Admitter, message_id: str, body: str) -> Admission:
+    return admitter.admit(message_id, parse_message(body))
+
+
 def test_a_bad_message_is_noted_and_counted_once_per_message_id() -> None:
     admitter = Admitter("lake", "in/")
-    first = admitter.admit("m1", "not JSON")
-    again = admitter.admit("m1", "not JSON")
-    other = admitter.admit("m2", "{}")
+    first = admit(admitter, "m1", "not JSON")
+    again = admit(admitter, "m1", "not JSON")
+    other = admit(admitter, "m2", "{}")
     assert first.kind == again.kind == other.kind == "bad"
     assert first.counts == {"bad": 1} and [k for k, _ in first.notes] == ["bad"]
     assert "not JSON" in first.notes[0][1]
@@ -33,7 +38,7 @@ def test_a_test_event_is_noted_and_has_nothing_to_drain() -> None:
     body = json.dumps(
         {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "lake", "Time": "x"}
     )
-    admission = Admitter("lake", "").admit("m", body)
+    admission = admit(Admitter("lake", ""), "m", body)
     assert admission.kind == "test" and admission.to_drain == ()
     assert admission.counts == {"test_events": 1}
     assert admission.notes == (("test", "s3:TestEvent for bucket lake"),)
@@ -46,7 +51,7 @@ def test_only_created_objects_in_scope_are_to_drain_and_the_rest_of_the_scope_is
         ("lake", "out/c.csv", "ObjectCreated:Put"),
         ("other", "in/d.csv", "ObjectCreated:Put"),
     )
-    admission = Admitter("lake", "in/").admit("m", body)
+    admission = admit(Admitter("lake", "in/"), "m", body)
     assert admission.kind == "events"
     assert len(admission.events) == 4
     assert [e.key for e in admission.to_drain] == ["in/a.csv"]

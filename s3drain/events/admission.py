@@ -10,7 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from s3drain.events.messages import BadMessage, ObjectEvent, TestEvent, in_scope, parse_message
+from s3drain.events.messages import BadMessage, ObjectEvent, Parsed, TestEvent, in_scope
 from s3drain.events.report import NoteKind
 
 _SEEN_BAD = 10_000  # message ids remembered so a bad message is logged once, not per receive
@@ -33,8 +33,8 @@ class Admitter:
         self._prefix = prefix
         self._seen_bad: OrderedDict[str, None] = OrderedDict()
 
-    def admit(self, message_id: str, body: str) -> Admission:
-        parsed = parse_message(body)
+    def admit(self, message_id: str, parsed: Parsed) -> Admission:
+        """`parsed`: `messages.parse_message` of the body, parsed outside the inbox's lock."""
         if isinstance(parsed, BadMessage):
             if message_id in self._seen_bad:
                 return Admission("bad")

@@ -28,6 +28,7 @@ from s3drain.errors import S3DrainError, describe, error_code
 from s3drain.events import calls
 from s3drain.events.admission import Admitter
 from s3drain.events.client import SQSClient
+from s3drain.events.messages import parse_message
 from s3drain.events.report import InboxCounters, Note, NoteKind, Received
 from s3drain.events.tracker import Message, ObjectRef, Outcome, Tracker, Verdict
 from s3drain.s3.breaker import Breaker
@@ -223,9 +224,10 @@ class Inbox:
         return is_retryable(exc) or error_code(exc) in calls.TRANSIENT_CODES
 
     def _admit(self, message: Message) -> Received | None:
+        parsed = parse_message(message.body)
         with self._lock:
             self._counts["received"] += 1
-            admission = self._admitter.admit(message.message_id, message.body)
+            admission = self._admitter.admit(message.message_id, parsed)
             for name, count in admission.counts.items():
                 self._counts[name] += count
             for kind, detail in admission.notes:
