@@ -116,10 +116,11 @@ class Inbox:
         """`stopping`: a message left now (its object cut short by the run's stop) is visible
         again at once, as `release_unfinished` makes the others, not after its timeout."""
         with self._lock:
-            finished = self._tracker.settle(ref, outcome)
-            back = [message for message, verdict in finished if verdict == "leave" and stopping]
-            for message, verdict in finished:
-                if message not in back:
+            back: list[Message] = []
+            for message, verdict in self._tracker.settle(ref, outcome):
+                if verdict == "leave" and stopping:
+                    back.append(message)
+                else:
                     self._finish(message, verdict)
         self._release(back)
 
@@ -128,9 +129,7 @@ class Inbox:
         again at once, so another watcher takes it now rather than after its timeout."""
         self._stopping.set()
         self._to_delete.join()  # settled messages are deleted, not released
-        with self._lock:
-            unfinished = self._tracker.unfinished()
-        return self._release(unfinished)
+        return self._release_held()
 
     def close(self, timeout: float = 25.0) -> None:
         """`release_unfinished`, then wait up to `timeout` seconds for the receivers' last long
@@ -142,9 +141,7 @@ class Inbox:
                 thread.join(max(0.0, deadline - self._clock()))
         # A receive that answered just before the stop may have been admitted just after the
         # release above: held, and never to be settled now. Handed back too.
-        with self._lock:
-            late = self._tracker.unfinished()
-        self._release(late)
+        self._release_held()
         self._to_delete.join()
         self._closed.set()
         for thread in self._threads:
@@ -348,6 +345,11 @@ class Inbox:
                 )
 
     # --- helpers
+
+    def _release_held(self) -> int:
+        with self._lock:
+            held = self._tracker.unfinished()
+        return self._release(held)
 
     def _release(self, messages: list[Message]) -> int:
         if not messages:
