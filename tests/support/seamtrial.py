@@ -412,10 +412,16 @@ def check_second(
     found = _ended(ran, "undisturbed")
     if found or ran.result is None:
         return found, 0
-    if ran.result.exit_code != ExitCode.OK:
-        why = f"exit {int(ran.result.exit_code)}: {ran.result.info.error}; stderr: {ran.err[-800:]}"
-        found.append(Violation("not-finished", "", why))
     left = trial.left()
+    if ran.result.exit_code != ExitCode.OK:
+        # What the run said of each object it left, whole: the tail of stderr may not hold it.
+        said = [line for line in ran.err.splitlines() if any(key in line for key in left)]
+        audit = [line for line in second_lines if line.get("key") in left]
+        why = (
+            f"exit {int(ran.result.exit_code)}: {ran.result.info.error}; "
+            f"of the objects left: {said} {audit}; stderr ends: {ran.err[-800:]}"
+        )
+        found.append(Violation("not-finished", "", why))
     repeated = 0
     for key, data in trial.setup.corpus.objects.items():
         if key in left:
