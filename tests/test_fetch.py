@@ -203,6 +203,20 @@ def test_no_range_is_ever_smaller_than_the_part_size(
     assert all(b - a >= 2 * MiB for a, b in itertools.pairwise(bounds))
 
 
+def test_a_split_while_a_read_is_in_flight_cuts_after_that_read(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    # The first read asks for a whole CHUNK (512 KiB) and takes 0.3 s; the coordinator splits
+    # during it (it looks every 0.1 s). With parts smaller than a CHUNK, a split from the
+    # stream's position would end the stream inside the read in flight: the stream would write
+    # past its end and the fetch fail ("did not all arrive") with every byte on disk.
+    server = Server(os.urandom(900 * 1024), delay=0.3)
+    f = fetcher(server, pool, streams=2, part_size=64 * 1024, threshold=256 * 1024)
+    verified, data = run(f, server, tmp_path)
+    assert data == server.data and verified.label == "crc32"
+    assert len(server.ranged()) == 1  # it was split, after the first read
+
+
 def test_one_stream_never_splits(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
     server = Server(os.urandom(4 * MiB))
     _, data = run(fetcher(server, pool, streams=1), server, tmp_path)

@@ -78,6 +78,8 @@ class _Segment:
     start: int
     end: int  # exclusive; lowered when the segment is split
     pos: int
+    # The end of the read in flight (pos when none): a split cuts after it, never inside it.
+    claimed: int = 0
     crc: Crc | None = None
     future: Future[None] | None = None
     written_behind: int = -1  # bytes up to here were handed to the disk (`fs.write_behind`)
@@ -204,20 +206,26 @@ def _splittable(job: _Job, level: int) -> _Segment | None:
         live = [s for s in job.segments if s.future is not None and not s.future.done()]
         if not live:
             return None
-        best = max(live, key=lambda s: s.end - s.pos)
+        best = max(live, key=_unclaimed)
         worth = max(2 * job.f.part_size, job.record.size // (2 * max(level, 1)))
-        return best if best.end - best.pos >= worth else None
+        return best if _unclaimed(best) >= worth else None
+
+
+def _unclaimed(segment: _Segment) -> int:
+    """Bytes of a segment no read has asked for yet: what a split can give away."""
+    return segment.end - max(segment.pos, segment.claimed)
 
 
 def _split(job: _Job, segment: _Segment, parts: int) -> int:
     """Cut the rest of `segment` into up to `parts` equal ranges of at least --part-size; its
     own stream keeps the first. Returns how many new streams were started."""
     with job.lock:
-        left = segment.end - segment.pos
+        start = max(segment.pos, segment.claimed)
+        left = segment.end - start
         parts = min(parts, left // job.f.part_size)
         if parts < 2:
             return 0
-        bounds = [segment.pos + left * i // parts for i in range(parts + 1)]
+        bounds = [start + left * i // parts for i in range(parts + 1)]
         new = [_Segment(a, b, a) for a, b in itertools.pairwise(bounds[1:])]
         for rest in new:
             if segment.crc is not None:
@@ -270,6 +278,7 @@ def _read_body(job: _Job, segment: _Segment, body: Any) -> None:
     while True:
         with job.lock:
             want = min(CHUNK, segment.end - segment.pos)
+            segment.claimed = segment.pos + want
         if want <= 0:
             return  # reached its end (perhaps lowered by a split): the rest is another's
         if buffer is not None:
