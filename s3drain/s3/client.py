@@ -6,6 +6,7 @@ multiply (6 x 5 attempts on a bad night).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from datetime import UTC, datetime
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any, cast
 import botocore.session
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import ProfileNotFound
+from botocore.exceptions import DataNotFoundError, ProfileNotFound
+from botocore.loaders import Loader
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from s3drain.config.s3 import S3Settings
@@ -61,6 +63,29 @@ class RequestCounter:
             return sum(self._counts.values())
 
 
+class _S3Loader(Loader):
+    """botocore's model loader, asked only whether S3's models exist. botocore's own answer
+    lists every service it knows first (about 450 folders walked, 4,000 system calls and 25 ms
+    at every start) to find `s3` among them; the same search paths (AWS_DATA_PATH, ~/.aws/models,
+    botocore's data) are searched here for S3 alone."""
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        try:
+            self.list_api_versions("s3", type_name)
+        except DataNotFoundError:
+            return []
+        return ["s3"]
+
+
+def _s3_loader(session: botocore.session.Session) -> Loader:
+    """As botocore's `create_loader`, with `_S3Loader`."""
+    data_path = session.get_config_variable("data_path")
+    if not data_path:
+        return _S3Loader()
+    paths = [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)]
+    return _S3Loader(extra_search_paths=paths)
+
+
 def parse_timestamp(value: str) -> datetime:
     """S3's two timestamp forms, parsed without dateutil (which cost ~10 % of the client's CPU
     on small objects): ISO 8601 in XML bodies, RFC 1123 in headers. Anything else goes to
@@ -99,6 +124,7 @@ def _verify_bodies_ourselves(context: dict[str, Any], **_: Any) -> None:
 def make_client(settings: S3Settings, counter: RequestCounter | None = None) -> S3Client:
     try:
         session = botocore.session.Session(profile=settings.profile)
+        session.register_component("data_loader", _s3_loader(session))
         # Touch the profile now so a typo is a config error, not a surprise at the first request.
         session.get_scoped_config()
     except ProfileNotFound:
