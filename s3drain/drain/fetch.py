@@ -7,11 +7,11 @@ object has one, else the MD5 of a single-part ETag, else only the byte count.
 
 A large object (--multipart-threshold) may get more streams while it downloads (`fanout.py`
 decides how many): the segment with the most bytes not yet asked for is split after the read
-it has in flight, its stream stops at the split, and a ranged GET takes the rest. Bytes are written at their offsets. A CRC
-is computed per segment as the bytes arrive and the segments' CRCs are combined at the end, so
-every byte is hashed once however the object was split; an MD5 or SHA follows the first
-segment and reads the others back from the page cache. A stream cut short resumes where it
-stopped (a ranged GET from its position) under the retry policy.
+it has in flight, its stream stops at the split, and a ranged GET takes the rest. Bytes are
+written at their offsets. A CRC is computed per segment as the bytes arrive and the segments'
+CRCs are combined at the end, so every byte is hashed once however the object was split; an
+MD5 or SHA follows the first segment and reads the others back from the page cache. A stream
+cut short resumes where it stopped (a ranged GET from its position) under the retry policy.
 """
 
 from __future__ import annotations
