@@ -2,6 +2,6 @@
 
 import sys
 
-from s3drain.cli.main import main
+from s3drain.cli.main import run_program
 
-sys.exit(main())
+sys.exit(run_program())

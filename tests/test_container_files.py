@@ -78,7 +78,7 @@ def test_the_entrypoint_is_our_console_script() -> None:
     (entrypoint,) = instruction("ENTRYPOINT")
     assert json.loads(entrypoint) == ["s3drain"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["s3drain"] == "s3drain.cli:main"
+    assert scripts["s3drain"] == "s3drain.cli.main:run_program"
     assert any("pip install /src" in run for run in instruction("RUN"))
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TextIO, cast
 
 from s3drain.cli.parser import parse
 from s3drain.cli.shared import Stopper, check_writable, report_error
+from s3drain.collector import tune_collector
 from s3drain.config.sources import DEFAULT_ENV_FILE, Sources
 from s3drain.drain.metrics import previous_success, prometheus_text, write_atomically
 from s3drain.drain.run import run_drain
@@ -24,6 +25,12 @@ from s3drain.output import SafeStream, dumps_json, mask
 
 if TYPE_CHECKING:
     from s3drain.ingest.settings import IngestSettings
+
+
+def run_program() -> int:
+    """The `s3drain` console script and `python -m s3drain`: this process is s3drain's alone."""
+    tune_collector()
+    return main()
 
 
 def main(

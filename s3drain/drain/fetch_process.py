@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 
+from s3drain.collector import tune_collector
 from s3drain.drain.direct_fetch import Job, run
 from s3drain.drain.fetch_wire import (
     CLOSE,
@@ -109,6 +110,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    tune_collector()
     sys.exit(main(sys.argv[1:]))
 
 
