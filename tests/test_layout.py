@@ -19,6 +19,7 @@ LAYERS = {
     "records": 0,
     "output": 0,
     "checksums": 0,
+    "collector": 0,
     "config": 1,
     "s3": 2,
     "local": 2,
