@@ -219,3 +219,15 @@ except AbortError as exc:
     assert "disk is full" in done.stdout
     with Ledger.open(tmp_path / ".s3drain", tmp_path) as ledger:
         assert ledger.count() >= 0
+
+
+def test_prune_keeps_a_row_whose_audit_line_is_still_owed(tmp_path: Path) -> None:
+    with opened(tmp_path) as ledger:
+        (owed,) = ledger.stage_many([new("exports/owed")])
+        ledger.deliver(staged=[owed], adopted=[], sending=[owed], adopted_sending=False)
+        ledger.settle([(owed, "deleted")])
+        with sqlite3.connect(ledger_path(tmp_path / ".s3drain")) as conn:
+            conn.execute("UPDATE deliveries SET settled_at = 1000 WHERE id = ?", (owed,))
+        assert ledger.prune(time.time() - 86400) == 0
+        ledger.mark_audited([owed])
+        assert ledger.prune(time.time() - 86400) == 1

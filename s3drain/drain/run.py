@@ -23,6 +23,7 @@ from typing import TextIO, cast
 from s3drain.drain.context import RunState
 from s3drain.drain.fanout import StreamPolicy
 from s3drain.drain.pipeline import run_pipeline
+from s3drain.drain.pruning import Pruner
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.select import guard_error
 from s3drain.drain.settings import DrainSettings
@@ -144,6 +145,11 @@ def _run_drain(
             prepare_local([settings.state_dir, settings.raw_dir, settings.processed_dir])
         with _locked(settings), _ledger(settings, run_id) as ledger:
             reporter = _reporter(settings, state, out, err, run_id, feed=feed)
+            pruner = None
+            if ledger is not None and not settings.dry_run:
+                pruner = Pruner(
+                    ledger, settings.ledger_retention, fatal=state.fail, crashed=state.crashed
+                )
             try:
                 if warning:
                     reporter.warn(warning)
@@ -161,6 +167,8 @@ def _run_drain(
                     feed=feed,
                 )
             finally:
+                if pruner is not None:
+                    pruner.close()
                 reporter.close()
                 if ledger is not None and not settings.dry_run:
                     _close_run(settings, ledger, state, reporter)

@@ -263,11 +263,14 @@ class Ledger:
         )
 
     def prune(self, older_than: float) -> int:
-        """Forget rows whose object left S3 before `older_than` (seconds since the epoch)."""
+        """Forget rows whose object left S3 before `older_than` (seconds since the epoch). A row
+        whose audit line is still owed stays until the line is written (the next run writes it
+        from the row)."""
 
         def work(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(
-                "DELETE FROM deliveries WHERE settled_at IS NOT NULL AND settled_at < ?",
+                "DELETE FROM deliveries WHERE settled_at IS NOT NULL AND settled_at < ? "
+                "AND audited = 1",
                 (older_than,),
             )
             conn.execute(
