@@ -28,14 +28,12 @@ class Pruner:
         fatal: Callable[[S3DrainError], None],
         crashed: Callable[[BaseException, str], None],
         every: float = PRUNE_EVERY_SECONDS,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._ledger = ledger
         self._retention = retention
         self._fatal = fatal
         self._crashed = crashed
         self._every = every
-        self._clock = clock
         self._closed = threading.Event()
         self.pruned = 0  # rows forgotten so far, for tests and the curious
         self._thread = threading.Thread(target=self._loop, name="s3drain-pruner", daemon=True)
@@ -48,7 +46,7 @@ class Pruner:
     def _loop(self) -> None:
         while not self._closed.wait(self._every):
             try:
-                self.pruned += self._ledger.prune(self._clock() - self._retention)
+                self.pruned += self._ledger.prune(time.time() - self._retention)
             except S3DrainError as exc:  # the ledger cannot be written: the run cannot go on
                 self._fatal(exc)
                 return
