@@ -206,15 +206,44 @@ def test_no_range_is_ever_smaller_than_the_part_size(
 def test_a_split_while_a_read_is_in_flight_cuts_after_that_read(
     tmp_path: Path, pool: ThreadPoolExecutor
 ) -> None:
-    # The first read asks for a whole CHUNK (512 KiB) and takes 0.3 s; the coordinator splits
-    # during it (it looks every 0.1 s). With parts smaller than a CHUNK, a split from the
+    # The first read asks for a whole CHUNK (512 KiB) and is held until the object has been
+    # split (a ranged GET asked for). With parts smaller than a CHUNK, a split from the
     # stream's position would end the stream inside the read in flight: the stream would write
     # past its end and the fetch fail ("did not all arrive") with every byte on disk.
-    server = Server(os.urandom(900 * 1024), delay=0.3)
+    split = threading.Event()
+    server = Server(os.urandom(900 * 1024), delay=0)
+
+    def note_the_split(number: int, params: dict[str, Any]) -> Exception | None:
+        if "Range" in params:
+            split.set()
+        return None
+
+    server.fault = note_the_split
+    original = Server.get_object
+
+    def held_first_read(**params: Any) -> dict[str, Any]:
+        answer = original(server, **params)
+        if "Range" not in params:
+            body = answer["Body"]
+            read = body.read
+
+            def after_the_split(amount: int) -> bytes:
+                split.wait(5)
+                body.read = read
+                data: bytes = read(amount)
+                return data
+
+            body.read = after_the_split
+        return answer
+
+    server.get_object = held_first_read  # type: ignore[method-assign]
     f = fetcher(server, pool, streams=2, part_size=64 * 1024, threshold=256 * 1024)
     verified, data = run(f, server, tmp_path)
+    assert split.is_set()  # the split came while the first read was held
     assert data == server.data and verified.label == "crc32"
-    assert len(server.ranged()) == 1  # it was split, after the first read
+    assert len(server.ranged()) == 1
+    start = int(server.ranged()[0].removeprefix("bytes=").split("-")[0])
+    assert start > 512 * 1024  # after the read in flight
 
 
 def test_one_stream_never_splits(tmp_path: Path, pool: ThreadPoolExecutor) -> None:
