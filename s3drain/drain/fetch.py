@@ -220,8 +220,8 @@ def _split(job: _Job, segment: _Segment, parts: int) -> int:
     """Cut the rest of `segment` into up to `parts` equal ranges of at least --part-size; its
     own stream keeps the first. Returns how many new streams were started."""
     with job.lock:
-        start = max(segment.pos, segment.claimed)
-        left = segment.end - start
+        left = _unclaimed(segment)
+        start = segment.end - left
         parts = min(parts, left // job.f.part_size)
         if parts < 2:
             return 0
