@@ -4,19 +4,38 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv lint test system-tools demo drain bench bench-smoke bench-tools chaos clean
+.PHONY: venv lock lint test system-tools demo drain bench bench-smoke bench-tools chaos clean
 
 TRIALS ?= 300
 BENCH_ARGS ?=
 
-$(STAMP): pyproject.toml
+# Every package of .venv (and pip, and the setuptools that builds s3drain) at the version in
+# constraints.txt: a release upstream cannot turn a clean clone's CI red on its own (moto 5.2.6
+# did, 2026-12-04). PIP_BUILD_CONSTRAINT holds the isolated build of the editable install to
+# it too (pip 26 no longer applies PIP_CONSTRAINT there). `pip install .` for users takes
+# pyproject.toml's ranges, not these pins.
+CONSTRAINTS := $(CURDIR)/constraints.txt
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	PIP_CONSTRAINT=$(CONSTRAINTS) $(PY) -m pip install -q --upgrade pip
+	PIP_CONSTRAINT=$(CONSTRAINTS) PIP_BUILD_CONSTRAINT=$(CONSTRAINTS) $(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m compileall -q s3drain  # an editable install has no bytecode; some hosts never write it
 	touch $@
 
 venv: $(STAMP)
+
+# Newer versions for constraints.txt: the newest each of pyproject.toml's ranges allows, in a
+# scratch venv. Then `make test`; commit the file only if it passes.
+LOCK_VENV := build/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip setuptools
+	$(LOCK_VENV)/bin/python -m pip install -q -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
+	git diff --stat constraints.txt
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
