@@ -5,6 +5,9 @@ contender (each run): the server is emptied (or restarted for big objects), the 
 filled identically, the contender runs as a child process against the loopback endpoint
 (through the latency proxy or a link relay where the scenario says so), and the result is
 verified: every object on disk with its bytes, nothing else there, the prefix empty.
+
+Each run starts with nothing dirty in the page cache (a sync after the fill), and ends with a
+timed sync: what the contender left for the kernel to write is its time to reach the disk.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -227,6 +231,10 @@ class ServerBench:
         objects: Sequence[ObjectSpec],
     ) -> Row:
         target = self.prepare(scenario, prefix, objects)
+        # The fill's bytes (the server's files, on this machine's disk) and the last trial's
+        # would otherwise be written back during this run, and slow whoever waits for the
+        # disk (an fsync) by what others left.
+        os.sync()
         runs = self.dest_root / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         trial_dir = Path(tempfile.mkdtemp(prefix=f"{scenario.name}-{contender.name}-", dir=runs))
@@ -247,6 +255,7 @@ class ServerBench:
                     cpus=self.cpus,
                 )
                 server_cpu = _spent(cpu_before, self.backend.cpu_seconds())
+                sync_seconds = timed_sync()
                 counts = route.close()
             status, note = self.judge(ctx, objects, result, trial_dir)
             return self.row(
@@ -262,6 +271,7 @@ class ServerBench:
                 note=note,
                 relay_cpu_seconds=route.relay_stats.cpu_seconds if route.relay_stats else None,
                 server_cpu_seconds=server_cpu,
+                sync_seconds=sync_seconds,
             )
         except LauncherError as exc:
             note = f"{exc} (logs in {trial_dir})"
@@ -304,6 +314,15 @@ class ServerBench:
 def not_installed_rows(server: str, scenarios: Sequence[Scenario], note: str) -> list[Row]:
     """A server that is missing: one row per scenario says so, nothing crashes."""
     return [Row(s, CEILING_NAME, NOT_INSTALLED, server=server, note=note) for s in scenarios]
+
+
+def timed_sync() -> float:
+    """Seconds until everything written so far is on disk (sync(2) waits for it on Linux):
+    after a contender exits, the writing it left to the kernel. s3drain fsyncs each file
+    before its delete, so little is left; a tool that does not leaves all of it."""
+    start = time.perf_counter()
+    os.sync()
+    return time.perf_counter() - start
 
 
 def _spent(before: float | None, after: float | None) -> float | None:

@@ -89,6 +89,9 @@ class Row:
     server_cpu_seconds: float | None = None
     # The `watch` scenario's own figures (latency, SQS requests); None in every other row.
     watch: WatchFigures | None = None
+    # How long a sync(2) right after the contender's exit took: the writing it left to the
+    # kernel. None where nothing was timed (the ceiling, a failed run).
+    sync_seconds: float | None = None
 
     @property
     def label(self) -> str:
@@ -112,6 +115,24 @@ class Row:
         if not self.timed or not self.seconds:
             return None
         return self.scenario.total_bytes / MIB / self.seconds
+
+    @property
+    def on_disk_seconds(self) -> float | None:
+        """Wall time until every byte is on disk: the run, then the sync after it."""
+        if not self.timed or self.seconds is None or self.sync_seconds is None:
+            return None
+        return self.seconds + self.sync_seconds
+
+    @property
+    def on_disk_rate(self) -> float | None:
+        """Objects/s (small objects) or MiB/s (big ones) until every byte is on disk."""
+        seconds = self.on_disk_seconds
+        if not seconds:
+            return None
+        work = (
+            self.scenario.count if self.scenario.small_objects else self.scenario.total_bytes / MIB
+        )
+        return work / seconds
 
     @property
     def requests_per_object(self) -> float | None:
@@ -213,15 +234,22 @@ def aggregate(trials: Sequence[Row]) -> Row:
         processes=max(trial.processes for trial in trials),
         relay_cpu_seconds=_median([trial.relay_cpu_seconds for trial in trials]),
         server_cpu_seconds=_median([trial.server_cpu_seconds for trial in trials]),
+        sync_seconds=_median([trial.sync_seconds for trial in trials]),
         runs=len(trials),
         note=spread,
     )
 
 
 def best_peer(
-    rows: Sequence[Row], scenario: str, server: str, peers: Sequence[str] = PEERS
+    rows: Sequence[Row],
+    scenario: str,
+    server: str,
+    peers: Sequence[str] = PEERS,
+    *,
+    on_disk: bool = False,
 ) -> Row | None:
-    """The fastest verified peer of ``scenario`` on ``server`` (not pinned)."""
+    """The fastest verified peer of ``scenario`` on ``server`` (not pinned); ``on_disk``:
+    the fastest until its bytes were on disk (wall time plus the sync after)."""
     candidates = [
         row
         for row in rows
@@ -232,6 +260,9 @@ def best_peer(
         and row.cpus is None
         and row.seconds is not None
     ]
+    if on_disk:
+        candidates = [row for row in candidates if row.on_disk_seconds is not None]
+        return min(candidates, key=lambda row: row.on_disk_seconds or 0.0, default=None)
     return min(candidates, key=lambda row: row.seconds or 0.0, default=None)
 
 

@@ -57,7 +57,7 @@ from benchmarks.scenarios import (
 )
 from benchmarks.seaweed import OwnSeaweed
 from benchmarks.servers import Backend, ExternalServer, OwnMoto
-from benchmarks.targets import checks_table, target_checks, watch_checks
+from benchmarks.targets import checks_table, on_disk_checks, target_checks, watch_checks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = REPO_ROOT / "benchmarks" / "work"
@@ -411,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(watch)
     print()
     print(checks_table(target_checks(result.rows)))
+    on_disk = on_disk_checks(result.rows)
+    if on_disk:
+        print()
+        print(checks_table(on_disk))
     if watch:
         print()
         print(checks_table(watch_checks(result.rows)))

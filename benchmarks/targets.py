@@ -81,6 +81,24 @@ def _speed(rows: Sequence[Row], scenario: str, server: str, factor: float, small
     )
 
 
+def on_disk_speed(rows: Sequence[Row], scenario: str, server: str) -> Check:
+    """Not one of issue 19's targets: the same comparison at the same promise, each
+    contender's time until its bytes were on disk (s3drain fsyncs; its peers do not)."""
+    small = scenario.startswith("small")
+    unit = "obj/s" if small else "MiB/s"
+    target = f"{scenario} on {server}, until on disk: {unit}"
+    mine = find(rows, scenario, "s3drain", server)
+    peer = best_peer(rows, scenario, server, on_disk=True)
+    peer_rate = peer.on_disk_rate if peer else None
+    return value_check(
+        target + f" ≥ 1{TIMES} the best peer",
+        mine=mine.on_disk_rate if mine else None,
+        needed=peer_rate,
+        unit=unit,
+        basis=peer.contender if peer else "no peer",
+    )
+
+
 def _moto(rows: Sequence[Row]) -> str:
     servers = {row.server for row in rows}
     return next((name for name in MOTO_SERVERS if name in servers), MOTO_SERVERS[0])
@@ -218,6 +236,18 @@ def target_checks(rows: Sequence[Row]) -> list[Check]:
         if find(rows, scenario, "s3drain", server)
     ]
     return checks + _memory(rows)
+
+
+ON_DISK_SCENARIOS = ("small", "small-cloud", "large", "huge", "large-cloud", "huge-cloud")
+
+
+def on_disk_checks(rows: Sequence[Row]) -> list[Check]:
+    """Issue 19's speed comparisons on the fast server, at the same promise for all."""
+    return [
+        on_disk_speed(rows, scenario, FAST)
+        for scenario in ON_DISK_SCENARIOS
+        if find(rows, scenario, "s3drain", FAST)
+    ]
 
 
 def checks_table(checks: Sequence[Check]) -> str:

@@ -28,12 +28,12 @@ from benchmarks.child import run_child
 from benchmarks.config import BenchConfig
 from benchmarks.contenders import NAIVE, S3DRAIN, Contender, RunContext, naive_command, search_path
 from benchmarks.linkcheck import ZeroSource, check_link
-from benchmarks.results import CEILING, CEILING_NAME, FAILED, OK, WRONG, Row
+from benchmarks.results import CEILING, CEILING_NAME, FAILED, OK, WRONG, Row, best_peer
 from benchmarks.run import BenchResult, run_bench
-from benchmarks.scenarios import MIB, MOTO_SCENARIOS, SMOKE
+from benchmarks.scenarios import FULL, MIB, MOTO_SCENARIOS, SMOKE, TIMES
 from benchmarks.seaweed import locate, parse_request_counts
 from benchmarks.servers import count_log_lines, count_sqs_lines
-from benchmarks.targets import watch_checks
+from benchmarks.targets import on_disk_checks, watch_checks
 from benchmarks.wan import Relay
 from benchmarks.watch import EVENTS, TRICKLE, s3_event_body
 from s3drain.events.messages import ObjectEvent, parse_message
@@ -82,6 +82,13 @@ def test_every_scenario_has_a_ceiling_and_verified_contenders(
         assert (row.cpu_per_gib is None) == row.scenario.small_objects
         # The relay's own CPU is reported exactly where a relay was in the path.
         assert (row.relay_cpu_seconds is not None) == (row.scenario.link is not None)
+        # Timed until its bytes were on disk too: the run, then the sync after it.
+        assert row.sync_seconds is not None and row.sync_seconds >= 0
+        assert row.on_disk_seconds == pytest.approx((row.seconds or 0) + row.sync_seconds)
+        plain = row.objects_per_second if row.scenario.small_objects else row.mib_per_second
+        assert plain is not None and row.on_disk_rate is not None
+        assert 0 < row.on_disk_rate <= plain
+    assert ceiling.sync_seconds is None and ceiling.on_disk_rate is None
 
 
 @pytest.mark.parametrize("scenario", DRAIN_SCENARIOS)
@@ -107,6 +114,9 @@ def test_results_markdown_has_table_targets_and_versions(smoke: BenchResult) -> 
     assert "| large-wan | moto-aws-like | s3drain | ok |" in text
     assert "## `s3drain watch` on S3 events" in text
     assert "## Issue 20's targets for `s3drain watch`" in text
+    assert "| on disk: rate (sync after) |" in text
+    # Only the fast server's rows have that section (this run has none of them).
+    assert "## The same comparisons until the bytes are on disk" not in text
 
 
 def test_the_watch_scenario_times_each_upload_and_both_drains(smoke: BenchResult) -> None:
@@ -246,8 +256,30 @@ def test_a_wrong_result_is_marked_wrong_and_not_timed(tmp_path: Path) -> None:
         assert row.objects_per_second is None
         assert row.mib_per_second is None
         assert row.cpu_per_1000_objects is None
+        assert row.on_disk_rate is None
     table = report.table(list(rows.values()))
-    assert "| small | moto-aws-like | corrupts-a-file | wrong | — | — |" in table
+    assert "| small | moto-aws-like | corrupts-a-file | wrong | — | — | — |" in table
+
+
+def test_the_on_disk_comparison_takes_the_peer_first_on_disk() -> None:
+    """s5cmd is first to exit, rclone first with its bytes on disk: the plain target compares
+    with s5cmd, the on-disk one with rclone."""
+    large = FULL["large"]
+
+    def row(contender: str, seconds: float, sync: float) -> Row:
+        return Row(large, contender, OK, server="seaweedfs", seconds=seconds, sync_seconds=sync)
+
+    peers = [row("s5cmd", 1.0, 2.5), row("rclone", 2.0, 0.5)]
+    assert best_peer(peers, "large", "seaweedfs") == peers[0]
+    assert best_peer(peers, "large", "seaweedfs", on_disk=True) == peers[1]
+    mib = large.total_bytes / MIB
+    slower = on_disk_checks([row("s3drain", 3.0, 0.01), *peers])
+    assert [check.target for check in slower] == [
+        f"large on seaweedfs, until on disk: MiB/s ≥ 1{TIMES} the best peer"
+    ]
+    assert f"needs ≥ {mib / 2.5:,.0f}: rclone" in slower[0].measured
+    assert slower[0].verdict.startswith("**missed**: 83 %")  # 2.5 s against 3.01
+    assert on_disk_checks([row("s3drain", 2.0, 0.01), *peers])[0].verdict == "met"
 
 
 def test_request_log_lines_are_counted_as_s3_operations() -> None:
@@ -380,3 +412,6 @@ def test_a_smoke_run_on_seaweedfs_counts_requests_and_server_cpu(tmp_path: Path)
     assert rows[("scaling", "s3drain (core 1)")].status == OK
     assert rows[("scaling", "s3drain (cores 0-1)")].status == OK
     assert ("scaling", "naive (core 1)") not in rows
+    text = report.results_markdown(result.rows, result.info)
+    assert "## The same comparisons until the bytes are on disk" in text
+    assert f"| small on seaweedfs, until on disk: obj/s ≥ 1{TIMES} the best peer | — |" in text
