@@ -51,7 +51,11 @@ POLL_SECONDS = 0.1  # how often a large object's coordinator reconsiders its str
 # anything: a lone 1 GiB object would otherwise stream alone for the seconds the fan-out
 # takes to learn (every peer uses ranges outright: the AWS CLI, rclone, s5cmd).
 TAIL_STREAMS = 8
-WRITE_BEHIND = 32 * 1024 * 1024  # a stream hands its bytes to the disk every this many
+# A stream hands its bytes to the disk every this many. What is not yet handed over when the
+# object's last byte arrives waits for the fsync: a 1 GiB object's last fsync took 0.09 s at
+# 32 MiB, 0.045 at 16, 0.015-0.019 at 8 and 0.010 at 4 (8 streams, a loop device doing direct
+# I/O, 3 runs each); below 8 the extra calls cost more than they save.
+WRITE_BEHIND = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -130,8 +130,8 @@ class LocalFS:
     def write_behind(self, fd: int, offset: int, length: int) -> None:
         """Start writing these bytes to disk now, without waiting: the fsync that makes a large
         download durable then finds most of it done (1 GiB: 0.5 s of fsync here otherwise,
-        all of it after the last byte arrived). Linux starts the writeback on DONTNEED; the
-        pages leave the cache once they are clean."""
+        all of it after the last byte arrived). Linux starts the writeback on DONTNEED, and
+        drops those of the range's pages that are already clean."""
         if _HAS_FADVISE:
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
