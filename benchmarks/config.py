@@ -28,7 +28,7 @@ class BenchConfig:
     endpoint_url: str | None = None
     # Our own servers, one after the other: moto patched to honour DeleteObjects' per-key
     # ETag as AWS documents ("moto-aws-like": what s3drain meets on AWS, batched exact
-    # deletes), moto as released ("moto": one exact delete per object), SeaweedFS
+    # deletes), moto ignoring that ETag ("moto": one exact delete per object), SeaweedFS
     # ("seaweedfs": a server that is not the limit). Ignored with endpoint_url.
     servers: tuple[str, ...] = ("moto-aws-like",)
     bucket: str = DEFAULT_BUCKET

@@ -4,7 +4,8 @@ request written to the log by action.
     python -m benchmarks.moto_server [--aws-like] -H 127.0.0.1 -p PORT
 
 ``--aws-like`` adds ``tests.support.moto_aws_like``'s patch (DeleteObjects' per-key ETag honoured
-as AWS does). The S3 side is otherwise moto's as released.
+as AWS does); without it, ``tests.support.moto_etag_blind``'s (that ETag ignored, as moto did up
+to 5.2.5, whatever the version installed). The S3 side is otherwise moto's as released.
 
 **Why SQS is patched.** moto 5.2's queue computes every queue attribute, the approximate message
 counts included (a pass over every message, reading a datetime-based clock twice per message),
@@ -39,7 +40,7 @@ import moto.sqs.models as sqs_models
 from moto import server
 from moto.sqs.responses import SQSResponse
 
-from tests.support import moto_aws_like
+from tests.support import moto_aws_like, moto_etag_blind
 
 SQS_LINE = "sqs-request"
 S3DRAIN_CLIENT = "s3drain"
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     if "--aws-like" in args:
         args.remove("--aws-like")
         moto_aws_like.patch()
+    else:
+        moto_etag_blind.install()
     patch_sqs()
     server.main(args)
 

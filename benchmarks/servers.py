@@ -1,10 +1,10 @@
 """The server a bench talks to, the latency proxy in front of it, and who counts the requests.
 
 Our own servers run in their own processes and count for us: moto
-(``tests.support.server.MotoServer`` spawns ``python -m moto.server``) in its request log, a
-file we own, and SeaweedFS in its Prometheus metrics (benchmarks/seaweed.py). Reading either
-costs nothing, whereas a Python proxy in the path of every run would take one of this
-machine's two cores from the contenders. The proxy (``python -m tests.support.proxy``, its own
+(``tests.support.server.MotoServer`` spawns ``python -m tests.support.moto_etag_blind``) in its
+request log, a file we own, and SeaweedFS in its Prometheus metrics (benchmarks/seaweed.py).
+Reading either costs nothing, whereas a Python proxy in the path of every run would take one of
+this machine's two cores from the contenders. The proxy (``python -m tests.support.proxy``, its own
 process) is used where it is needed anyway: the latency scenario, and an external endpoint,
 whose log we cannot read. The wan scenarios put a link relay (``python -m benchmarks.wan``, a
 TCP relay that neither parses nor counts) in front of whichever of those the run would use.
@@ -110,7 +110,10 @@ class OwnMoto:
                 "moto server (local, one process; DeleteObjects' per-key ETag honoured as AWS "
                 f"does; {sqs})"
             )
-        return f"moto server (local, one process; S3 as released; {sqs})"
+        return (
+            "moto server (local, one process; DeleteObjects' per-key ETag ignored, as moto did "
+            f"up to 5.2.5; {sqs})"
+        )
 
     def fresh(self, prefix: str, restart: bool) -> None:
         # moto keeps the memory of big objects after a reset (1 GiB stays in its RSS), so

@@ -12,12 +12,17 @@ from typing import Any
 
 import pytest
 
+from tests.support import moto_etag_blind
 from tests.support.endpoints import SERVERS, S3Endpoint
 from tests.support.eventkit import sqs_client
 from tests.support.localstack import LocalStackServer
 from tests.support.mounts import FUSE_MISSING, fuse_available, xattrless
 from tests.support.proxy import FaultProxy
 from tests.support.server import MotoServer, S3Client, s3_client
+
+# In-process moto (mock_aws) is the suite's server that ignores DeleteObjects' per-key ETag,
+# as the moto server of the `moto` fixtures is.
+moto_etag_blind.install()
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,8 @@ def assert_clean_error(result: subprocess.CompletedProcess[str], code: int, *wor
 
 # What each server lets the delete be, and so the requests per object: batched deletes where
 # the per-key ETag of DeleteObjects is honoured (AWS; moto patched to do as AWS does), one
-# DeleteObject + If-Match per object where only that is (moto as released).
+# DeleteObject + If-Match per object where only that is (moto ignoring that ETag:
+# tests/support/moto_etag_blind.py).
 GUARD_AND_REQUESTS = {"moto-aws-like": ("etag-batch", 1.01), "moto": ("if-match", 2.01)}
 
 

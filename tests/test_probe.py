@@ -76,7 +76,8 @@ class Seen:
 
 @pytest.fixture
 def moto() -> Iterator[S3Client]:
-    """moto as released: DeleteObject + If-Match honoured, DeleteObjects' ETag ignored."""
+    """moto, ETag-blind (as released up to 5.2.5): DeleteObject + If-Match honoured,
+    DeleteObjects' ETag ignored."""
     with mock_aws():
         yield new_client()
 

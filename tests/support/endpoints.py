@@ -7,7 +7,8 @@ from typing import Any
 from tests.support.server import S3Client, s3_client
 
 # The servers ``s3_endpoint`` runs a test against, by default all of them:
-# moto as released; moto patched to honour DeleteObjects' per-key ETag as AWS does
+# moto ignoring DeleteObjects' per-key ETag (tests.support.moto_etag_blind: as moto up to
+# 5.2.5 did); moto patched to honour it as AWS does
 # (tests.support.moto_aws_like); LocalStack's S3 (tests.support.localstack).
 SERVERS = ("moto", "moto-aws-like", "localstack")
 

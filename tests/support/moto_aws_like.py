@@ -36,6 +36,8 @@ from moto import server
 from moto.s3.models import S3Backend
 from moto.s3.responses import S3Response
 
+from tests.support import moto_etag_blind
+
 _PRECONDITION_MESSAGE = "At least one of the pre-conditions you specified did not hold"
 _NO_SUCH_KEY_MESSAGE = "The specified key does not exist."
 
@@ -139,6 +141,7 @@ def patch() -> None:
     if _patched:
         return
     _patched = True
+    moto_etag_blind.install()  # this module's check alone decides, whatever moto's version
     respond = S3Response._bucket_response_delete_keys
     S3Response._bucket_response_delete_keys = _honour_etags(respond)  # type: ignore[method-assign]
     S3Backend.delete_objects = _skip_refused(S3Backend.delete_objects)  # type: ignore[method-assign]
@@ -146,7 +149,9 @@ def patch() -> None:
 
 @contextlib.contextmanager
 def patched() -> Iterator[None]:
-    """The same patch for in-process (mock_aws) tests, undone afterwards."""
+    """The same patch for in-process (mock_aws) tests, undone afterwards (all but moto's own
+    check of the ETag, which stays off: see `moto_etag_blind`)."""
+    moto_etag_blind.install()
     respond, delete = S3Response._bucket_response_delete_keys, S3Backend.delete_objects
     S3Response._bucket_response_delete_keys = _honour_etags(respond)  # type: ignore[method-assign]
     S3Backend.delete_objects = _skip_refused(delete)  # type: ignore[method-assign]

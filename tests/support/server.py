@@ -97,8 +97,9 @@ def log_tail(path: Path) -> str:
 class MotoServer:
     """``with MotoServer() as server: server.url`` — a moto server on a free local port.
 
-    ``aws_like=True`` runs ``tests.support.moto_aws_like`` instead of ``moto.server``: moto
-    patched to honour the per-key ETag of DeleteObjects as AWS does. ``module`` runs another
+    It runs ``tests.support.moto_etag_blind`` (moto ignoring the per-key ETag of DeleteObjects,
+    whatever its version); ``aws_like=True`` runs ``tests.support.moto_aws_like`` instead: moto
+    patched to honour that ETag as AWS does. ``module`` runs another
     module of this repository instead, with leading arguments of its own (the bench's
     ``("benchmarks.moto_server", "--aws-like")``); moto.server's ``-H`` and ``-p`` follow them.
     """
@@ -113,7 +114,8 @@ class MotoServer:
     ) -> None:
         self._wanted_port = port
         self.aws_like = aws_like
-        self._module = module or ("tests.support.moto_aws_like" if aws_like else "moto.server",)
+        plain = "tests.support.moto_etag_blind"  # moto ignoring DeleteObjects' ETag, any version
+        self._module = module or ("tests.support.moto_aws_like" if aws_like else plain,)
         self._own_log = log_path is None
         self.log_path = log_path or _new_log_file()
         self.port = 0
