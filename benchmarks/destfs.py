@@ -73,17 +73,22 @@ def describe(path: Path) -> str:
     return text
 
 
-def _run(*argv: str) -> str | None:
-    """None on success, else what went wrong."""
+def _call(*argv: str) -> tuple[str, str | None]:
+    """(its output, None) on success, else ("", what went wrong)."""
     try:
         done = subprocess.run(
             argv, check=False, capture_output=True, text=True, timeout=_COMMAND_TIMEOUT
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{argv[0]}: {exc}"
+        return "", f"{argv[0]}: {exc}"
     if done.returncode != 0:
-        return f"{' '.join(argv[:2])}: {(done.stderr or done.stdout).strip()[:200]}"
-    return None
+        return "", f"{' '.join(argv[:2])}: {(done.stderr or done.stdout).strip()[:200]}"
+    return done.stdout, None
+
+
+def _run(*argv: str) -> str | None:
+    """None on success, else what went wrong."""
+    return _call(*argv)[1]
 
 
 def _is_mount(path: Path) -> bool:
@@ -93,17 +98,8 @@ def _is_mount(path: Path) -> bool:
 
 def _loop_devices(image: Path) -> list[str]:
     """The loop devices attached to ``image`` (`losetup -j`: "/dev/loop0: []: (/path)")."""
-    try:
-        done = subprocess.run(
-            ["losetup", "-j", str(image)],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=_COMMAND_TIMEOUT,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.partition(":")[0] for line in done.stdout.splitlines() if line.startswith("/")]
+    listed, _ = _call("losetup", "-j", str(image))
+    return [line.partition(":")[0] for line in listed.splitlines() if line.startswith("/")]
 
 
 def _detach(image: Path) -> None:
@@ -128,19 +124,10 @@ def _attach(image: Path) -> tuple[str | None, str | None]:
     image file's page cache instead, and the next fsync's flush writes all of it: an fsync
     then pays for every byte written since, whatever was handed to the disk before.
     """
-    try:
-        done = subprocess.run(
-            ["losetup", "-f", "--show", "--direct-io=on", "--sector-size", "4096", str(image)],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=_COMMAND_TIMEOUT,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"losetup: {exc}"
-    if done.returncode != 0:
-        return None, f"losetup: {(done.stderr or done.stdout).strip()[:200]}"
-    return done.stdout.strip(), None
+    device, error = _call(
+        "losetup", "-f", "--show", "--direct-io=on", "--sector-size", "4096", str(image)
+    )
+    return (None, error) if error else (device.strip(), None)
 
 
 @contextlib.contextmanager
