@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import unquote
 
 import botocore.session
 import pytest
@@ -36,6 +37,7 @@ from tests.support import moto_aws_like
 from tests.support.drainkit import (
     BUCKET,
     PREFIX,
+    Answer,
     Call,
     audit_lines,
     bucket_keys,
@@ -45,6 +47,7 @@ from tests.support.drainkit import (
     header,
     inject,
     is_probe,
+    ledger_rows,
     local_tree,
     md5,
     mock_aws,
@@ -700,6 +703,59 @@ def test_journal_of_a_killed_run_is_reconciled(tmp_path: Path, s3mem: S3Client) 
     assert recovered[0]["deleted"] is True
     assert not journal.exists()  # an older s3drain's journal: taken over into the ledger
     assert run.code == ExitCode.OK
+
+
+def test_a_delete_done_but_answered_with_errors_is_confirmed_by_the_next_run(
+    tmp_path: Path, s3mem: S3Client
+) -> None:
+    """S3 carries the delete out, its answer is lost, and every retry fails (seen in the fault
+    suite: a dropped response, then injected 5xx). The run reports it failed; the ledger keeps
+    the delete in flight, and the next run asks S3 and writes the line that says it was
+    deleted. Before, the row said "not deleted", the object was gone, and no line said so."""
+    key = f"{PREFIX}a.csv"
+    put_objects(s3mem, {key: b"abc", f"{PREFIX}b.csv": b"b"})
+    settings = drain_settings(tmp_path)
+    carried_out = threading.Event()
+    inside = threading.local()  # this rule's own delete goes through to moto
+
+    def done_then_errors(operation: str, call: Call) -> Answer | None:
+        if getattr(inside, "active", False) or is_probe(call):
+            return None
+        body = call.params.get("body", b"")
+        named = key in unquote(call.url) or (isinstance(body, bytes) and key.encode() in body)
+        if operation not in ("DeleteObject", "DeleteObjects") or not named:
+            return None
+        if not carried_out.is_set():
+            carried_out.set()
+            inside.active = True
+            try:
+                s3mem.delete_object(Bucket=BUCKET, Key=key)
+            finally:
+                inside.active = False
+        return error_response(500, "InternalError")
+
+    injector = inject(s3mem, done_then_errors)
+    first = drain(settings, s3mem)
+
+    assert carried_out.is_set()
+    assert first.code == ExitCode.PARTIAL and first.count("failed") == 1
+    assert bucket_keys(s3mem) == set()  # b.csv deleted as usual, a.csv by the "lost" attempt
+    assert [row["delete_state"] for row in ledger_rows(settings, "key LIKE '%a.csv'")] == [
+        "sending"
+    ]
+    s3mem.meta.events.unregister("before-call.s3", cast(Any, injector))
+
+    second = drain(settings, s3mem)
+
+    confirmed = [
+        line
+        for line in audit_lines(settings)
+        if line["key"] == key and line["detail"] == "delete confirmed after an interrupted run"
+    ]
+    assert len(confirmed) == 1 and confirmed[0]["deleted"] is True
+    assert local_tree(settings.raw_dir)["a.csv"] == b"abc"
+    assert second.code == ExitCode.OK
+    assert unaudited_keys(settings) == set()
 
 
 def test_versioned_bucket_leaves_a_delete_marker_and_the_history(

@@ -6,8 +6,9 @@
 2. Recorded: one ledger commit turns the batch's staged rows into deliveries, records the files
    that proved objects, and marks each delete `sending` (the ledger is the delete journal).
 3. Sent (`delete_requests.py`), in the form the run's delete guard asks for.
-4. Settled: one ledger commit records what S3 answered; then the audit lines are written and
-   fsynced, and a last commit notes that they were.
+4. Settled: one ledger commit records what S3 answered (a delete that failed stays `sending`:
+   S3 may have done it all the same, and the next run asks); then the audit lines are written
+   and fsynced, and a last commit notes that they were.
 
 A run killed anywhere in between leaves the ledger saying enough for the next run to finish
 (`recovery.py`). With --no-delete the batch stops after step 2. A delete whose audit line
@@ -304,9 +305,13 @@ class Deleter:
             self._fatal(error)
 
 
-def _settled(outcome: Outcome) -> str | None:
+def _settled(outcome: Outcome) -> str:
+    """The ledger's `delete_state` for S3's answer. A delete that failed stays `sending`: S3
+    may have carried it out all the same (its answer lost, then errors until the retries ran
+    out), and only S3 can say; the next run asks it (`recovery.py`) and writes the line that
+    says so. Without this, an object deleted that way would be gone with no audit line."""
     if outcome.deleted:
         return "deleted"
     if outcome.status is Status.CHANGED:
         return "changed"
-    return None
+    return "sending"

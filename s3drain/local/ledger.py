@@ -37,6 +37,7 @@ from s3drain.records import UNKNOWN_TIME
 
 _IN_CHUNK = 500  # keys per IN (...) query, under SQLite's bound-parameter limit
 _SENDING = "UPDATE deliveries SET delete_state = 'sending', audited = 0 WHERE id = ?"
+_FINAL = ("deleted", "changed")  # the delete states S3's answer settles for good
 _SET_META = "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)"
 
 
@@ -232,10 +233,11 @@ class Ledger:
         return result
 
     def settle(self, results: Sequence[tuple[int, str | None]]) -> None:
-        """What S3 answered: `deleted`, `changed` (a newer version kept), or None (not deleted;
-        the next run tries again)."""
+        """What S3 answered: `deleted`, `changed` (a newer version kept), `sending` (no answer
+        to trust: still in flight, the next run asks S3), or None (not deleted; the next run
+        tries again). Only `deleted` and `changed` are settled (and may be pruned)."""
         now = time.time()
-        rows = [(state, now if state else None, i) for i, state in results]
+        rows = [(state, now if state in _FINAL else None, i) for i, state in results]
         self._write(
             "recording deletes",
             lambda conn: conn.executemany(
