@@ -7,12 +7,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from s3drain.checksums import crc32
 
 MiB = 1024 * 1024
 
@@ -44,7 +45,7 @@ class Digest:
     def composite_crc32(self) -> str:
         """The checksum S3 shows for a COMPOSITE multipart upload with these parts."""
         raw = b"".join(base64.b64decode(part) for part in self.part_crc32)
-        return f"{_b64_crc32(zlib.crc32(raw))}-{len(self.part_crc32)}"
+        return f"{_b64_crc32(crc32(raw, 0))}-{len(self.part_crc32)}"
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,9 @@ def digest_file(path: Path, part_size: int = 0) -> Digest:
             if not chunk:
                 break
             size += len(chunk)
-            whole = zlib.crc32(chunk, whole)
+            whole = crc32(chunk, whole)
             if part_size:
-                part = zlib.crc32(chunk, part)
+                part = crc32(chunk, part)
                 in_part += len(chunk)
                 if in_part == part_size:
                     parts.append(_b64_crc32(part))
