@@ -13,7 +13,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,40 @@ def test_split_streams_reassemble_byte_exact_and_one_checksum_proves_them(
     assert all(c["IfMatch"] == f'"{server.etag}"' for c in server.calls)
     name = field_name.removeprefix("Checksum").lower()
     assert verified.label == name and verified.checksums == f"{name}:{CHECKSUMS[field_name](data)}"
+
+
+class OverlapFS(LocalFS):
+    """Counts how many writes to one file are in progress at once (each takes a while)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self.most = 0
+        self.writes = 0
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        with self._lock:
+            self._active += 1
+            self.most = max(self.most, self._active)
+            self.writes += 1
+        time.sleep(0.002)
+        super().pwrite(fd, data, offset)
+        with self._lock:
+            self._active -= 1
+
+
+def test_the_streams_of_one_object_write_its_file_one_at_a_time(
+    tmp_path: Path, pool: ThreadPoolExecutor
+) -> None:
+    # The kernel serialises them anyway; waiting for its lock spins, waiting for ours sleeps.
+    server = Server(os.urandom(9 * MiB + 321), delay=0.01)
+    fs = OverlapFS()
+    f = replace(fetcher(server, pool, streams=4), fs=fs)
+    verified, data = run(f, server, tmp_path)
+
+    assert data == server.data and verified.label == "crc32"
+    assert len(server.ranged()) >= 1  # more than one stream wrote
+    assert fs.writes >= 18 and fs.most == 1
 
 
 def test_without_a_checksum_the_md5_follows_the_split_bytes_in_order(

@@ -97,6 +97,12 @@ class _Job:
     record: ObjectRecord
     fd: int
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # One stream writes to the file at a time. The kernel serialises a file's writes anyway
+    # (its inode lock); streams queued there spin on the lock while the holder copies into the
+    # page cache. On two cores with a slow copy that spin was 13-16 % of a 1 GiB drain's perf
+    # samples, and system CPU 3.5-4.3 s against 2.4-3.1 s with this lock, the wall time no
+    # worse. Here they wait asleep.
+    writing: threading.Lock = field(default_factory=threading.Lock)
     segments: list[_Segment] = field(default_factory=list)
     learned: threading.Event = field(default_factory=threading.Event)
     abort: threading.Event = field(default_factory=threading.Event)
@@ -291,7 +297,8 @@ def _read_body(job: _Job, segment: _Segment, body: Any) -> None:
             chunk = body.read(want)
         if not chunk:
             raise TransientError(f"the body ended at {segment.pos} of {job.record.size} bytes")
-        f.fs.pwrite(job.fd, chunk, segment.pos)
+        with job.writing:
+            f.fs.pwrite(job.fd, chunk, segment.pos)
         if segment.crc is not None:
             segment.crc.update(chunk)
         if inline is not None:
