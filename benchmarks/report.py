@@ -7,22 +7,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.report_cells import DASH, cell, rate, requests, server_cpu
 from benchmarks.report_text import COLUMN_NOTES, ON_DISK_INTRO
+from benchmarks.report_watch import watch_tables
 from benchmarks.results import CEILING, CEILING_NAME, NOT_INSTALLED, OK, Row, find
 from benchmarks.scenarios import TIMES, Scenario
 from benchmarks.targets import (
     SCALING_CPUS,
-    WATCH,
-    WATCH_EVENTS,
-    WATCH_LISTING,
-    WATCH_TRICKLE,
     checks_table,
     on_disk_checks,
     scaling_ratio,
     target_checks,
     watch_checks,
-    watch_ratio,
-    watch_servers,
 )
 
 README_BEGIN = "<!-- bench:begin (written by `make bench`) -->"
@@ -44,7 +40,6 @@ _COLUMNS = (
     "server CPU ms/request (/object)",
     "notes",
 )
-_DASH = "—"
 
 
 @dataclass(frozen=True)
@@ -69,45 +64,19 @@ class RunInfo:
 # --- numbers -------------------------------------------------------------------------------
 
 
-def _rate(value: float | None) -> str:
-    if value is None:
-        return _DASH
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
-
-
-def _ratio(value: float) -> str:
-    if value >= 10:
-        return f"{value:.0f}"
-    if value >= 0.995:
-        return f"{value:.2f}".rstrip("0").rstrip(".")
-    return f"{value:.3f}".lstrip("0") or "0"
-
-
-def _requests(row: Row) -> str:
-    total = row.requests_per_object
-    if row.status == CEILING:
-        return "1 GET per object or range"
-    if total is None:
-        return _DASH
-    parts = ", ".join(f"{op} {_ratio(n)}" for op, n in row.requests_by_type())
-    return f"**{total:.3f}**: {parts}" if parts else f"**{total:.3f}**"
-
-
 def _on_disk(row: Row, *, sync: bool = True) -> str:
     """Objects/s or MiB/s until the bytes are on disk, and the sync that got them there."""
-    rate = row.on_disk_rate
-    if rate is None or row.sync_seconds is None:
-        return _DASH
+    speed = row.on_disk_rate
+    if speed is None or row.sync_seconds is None:
+        return DASH
     unit = "obj/s" if row.scenario.small_objects else "MiB/s"
-    return f"{_rate(rate)} {unit}" + (f" (+{row.sync_seconds:.2f} s)" if sync else "")
+    return f"{rate(speed)} {unit}" + (f" (+{row.sync_seconds:.2f} s)" if sync else "")
 
 
 def _percent_of_ceiling(row: Row, rows: Sequence[Row]) -> str:
     ceiling = find(rows, row.scenario.name, CEILING_NAME, row.server)
     if row.status == CEILING or ceiling is None or not ceiling.timed or not row.timed:
-        return _DASH
+        return DASH
     assert row.seconds is not None and ceiling.seconds is not None
     return f"{100 * ceiling.seconds / row.seconds:.0f} %"
 
@@ -119,18 +88,9 @@ def _result(row: Row) -> str:
 def _memory(row: Row) -> str:
     one, total = row.peak_rss_mib, row.peak_rss_sum_mib
     if one is None:
-        return _DASH
+        return DASH
     processes = f" ({row.processes} processes)" if row.processes > 1 else ""
-    return f"{_rate(one)} / {_rate(total)}{processes}"
-
-
-def _server_cpu(row: Row) -> str:
-    per_request, per_object = row.server_ms_per_request, row.server_ms_per_object
-    if per_object is None:
-        return _DASH
-    if per_request is None:
-        return f"— ({per_object:.3f})"
-    return f"{per_request:.3f} ({per_object:.3f})"
+    return f"{rate(one)} / {rate(total)}{processes}"
 
 
 def _notes(row: Row) -> str:
@@ -144,10 +104,6 @@ def _notes(row: Row) -> str:
     return "; ".join(notes)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 # --- the tables ------------------------------------------------------------------------------
 
 
@@ -159,18 +115,18 @@ def table(rows: Sequence[Row]) -> str:
             row.server,
             row.label,
             _result(row),
-            _rate(row.objects_per_second),
-            _rate(row.mib_per_second),
+            rate(row.objects_per_second),
+            rate(row.mib_per_second),
             _on_disk(row),
             _percent_of_ceiling(row, rows),
-            _requests(row),
+            requests(row),
             _memory(row),
-            _rate(row.cpu_per_1000_objects),
-            _rate(row.cpu_per_gib),
-            _server_cpu(row),
+            rate(row.cpu_per_1000_objects),
+            rate(row.cpu_per_gib),
+            server_cpu(row),
             _notes(row),
         )
-        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        lines.append("| " + " | ".join(cell(text) for text in cells) + " |")
     return "\n".join(lines)
 
 
@@ -190,7 +146,7 @@ _COMPACT_COLUMNS = (
 
 
 def _status_or_dash(row: Row) -> str:
-    return _DASH if row.status == OK else row.status
+    return DASH if row.status == OK else row.status
 
 
 def compact_table(rows: Sequence[Row]) -> str:
@@ -198,22 +154,22 @@ def compact_table(rows: Sequence[Row]) -> str:
     lines = ["| " + " | ".join(_COMPACT_COLUMNS) + " |", "|" + "---|" * len(_COMPACT_COLUMNS)]
     for row in rows:
         # The watch scenario's trickle is ok with no speed of its own (the uploads set it).
-        speed = _rate(row.objects_per_second) if row.timed else _status_or_dash(row)
+        speed = rate(row.objects_per_second) if row.timed else _status_or_dash(row)
         total = row.requests_per_object
         cells = (
             row.scenario.name,
             row.server,
             f"**{row.label}**" if row.contender == "s3drain" else row.label,
             speed,
-            _rate(row.mib_per_second),
+            rate(row.mib_per_second),
             _on_disk(row, sync=False),
             _percent_of_ceiling(row, rows),
-            f"{total:.3f}" if total is not None and row.status != CEILING else _DASH,
-            _rate(row.peak_rss_mib),
-            _rate(row.cpu_per_1000_objects),
-            _rate(row.cpu_per_gib),
+            f"{total:.3f}" if total is not None and row.status != CEILING else DASH,
+            rate(row.peak_rss_mib),
+            rate(row.cpu_per_1000_objects),
+            rate(row.cpu_per_gib),
         )
-        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        lines.append("| " + " | ".join(cell(text) for text in cells) + " |")
     return "\n".join(lines)
 
 
@@ -240,129 +196,13 @@ def scaling_table(rows: Sequence[Row]) -> str | None:
                 None,
             )
             if row is None:
-                speeds.append(_DASH)
+                speeds.append(DASH)
             else:
-                speeds.append(_rate(row.objects_per_second) if row.timed else row.status)
+                speeds.append(rate(row.objects_per_second) if row.timed else row.status)
         ratio = scaling_ratio(rows, name)
-        shown = f"{ratio:.2f}{TIMES}" if ratio else _DASH
+        shown = f"{ratio:.2f}{TIMES}" if ratio else DASH
         lines.append(f"| {name} | {speeds[0]} | {speeds[1]} | {shown} |")
     return "\n".join(lines)
-
-
-def _seconds(value: float | None) -> str:
-    return _DASH if value is None else f"{value:.2f} s"
-
-
-def _sqs(row: Row) -> str:
-    total = row.sqs_requests_per_object
-    if total is None or row.watch is None or row.watch.sqs_requests is None:
-        return _DASH
-    ordered = sorted(row.watch.sqs_requests, key=lambda item: (-item[1], item[0]))
-    parts = ", ".join(f"{op} {_ratio(n / row.scenario.count)}" for op, n in ordered)
-    return f"**{total:.3f}**: {parts}" if parts else f"**{total:.3f}**"
-
-
-def _watch_server_cpu(row: Row) -> str:
-    """The S3 server's CPU per request (moto: S3's and SQS's requests together, as it serves
-    both), and SQS's own server's where it has one."""
-    text = _server_cpu(row)
-    figures = row.watch
-    if figures is None or figures.sqs_server_cpu_seconds is None or not figures.sqs_total:
-        return text
-    sqs = 1000 * figures.sqs_server_cpu_seconds / figures.sqs_total
-    return f"{text}; SQS's moto {sqs:.3f} per SQS request"
-
-
-def _status(row: Row) -> str:
-    return f"{row.status}: {row.note}" if row.note else row.status
-
-
-def _line(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
-
-
-def _trickle_line(server: str, row: Row) -> str:
-    figures = row.watch
-    if figures is None:
-        return _line([server, *[_DASH] * 7, _status(row)])
-    quantiles = " / ".join(_seconds(figures.latency(q)) for q in (0.5, 0.95, 1.0))
-    if figures.missing:
-        quantiles += f" ({figures.missing} never in place)"
-    left = figures.left_in_queue
-    return _line(
-        [
-            server,
-            f"{len(figures.latencies) + figures.missing:,}",
-            quantiles if figures.latencies else _DASH,
-            f"{_seconds(figures.own_p50)} / {_seconds(figures.own_p95)}",
-            _requests(row),
-            _sqs(row),
-            _DASH if left is None else f"{left:,}",
-            _rate(row.cpu_per_1000_objects),
-            _status(row),
-        ]
-    )
-
-
-def _burst_line(server: str, events: Row, listing: Row | None, ratio: float | None) -> str:
-    last = events.watch.last_file_seconds if events.watch else None
-    if listing is None:
-        plain = _DASH
-    else:
-        plain = _rate(listing.objects_per_second) if listing.timed else listing.status
-    return _line(
-        [
-            server,
-            f"{events.scenario.count:,}",
-            _rate(events.objects_per_second) if events.timed else events.status,
-            _seconds(last) if events.timed else _DASH,
-            plain,
-            f"{ratio:.2f}{TIMES}" if ratio else _DASH,
-            _requests(events),
-            _sqs(events),
-            _watch_server_cpu(events),
-            _status(events),
-        ]
-    )
-
-
-def watch_tables(rows: Sequence[Row]) -> str | None:
-    """The watch scenario's figures, server by server: the trickle's latency, then the burst of
-    events against the plain drain."""
-    servers = watch_servers(rows)
-    if not servers:
-        return None
-    latency = [
-        "| server | uploads | upload to file: p50 / p95 / max | the watcher's own p50 / p95 "
-        "(event to settled) | S3 requests/object | SQS requests/object (by action) | left in "
-        "the queue after SIGTERM | watcher CPU s/1,000 obj | result |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    burst = [
-        "| server | objects | `watch --once` objects/s | its last file at | plain drain "
-        "objects/s | ratio | S3 requests/object (by type) | SQS requests/object (by action) | "
-        "server CPU ms/request (/object) | result |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for server in servers:
-        trickle = find(rows, WATCH, WATCH_TRICKLE, server)
-        if trickle is not None:
-            latency.append(_trickle_line(server, trickle))
-        events = find(rows, WATCH, WATCH_EVENTS, server)
-        if events is not None:
-            listing = find(rows, WATCH, WATCH_LISTING, server)
-            burst.append(_burst_line(server, events, listing, watch_ratio(rows, server)))
-    return "\n".join(
-        [
-            "Latency: a trickle of uploads while one watcher runs.",
-            "",
-            *latency,
-            "",
-            "Throughput: a burst of events, then the same objects listed.",
-            "",
-            *burst,
-        ]
-    )
 
 
 def scenario_legend(scenarios: Sequence[Scenario]) -> str:

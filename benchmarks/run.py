@@ -29,7 +29,7 @@ from types import FrameType
 import moto
 
 from benchmarks import contenders as tools
-from benchmarks import machine, report, seaweed
+from benchmarks import machine, report, report_watch, seaweed
 from benchmarks.bench import ServerBench, log, not_installed_rows
 from benchmarks.config import (
     DEFAULT_BUCKET,
@@ -405,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if scaling:
         print()
         print(scaling)
-    watch = report.watch_tables(result.rows)
+    watch = report_watch.watch_tables(result.rows)
     if watch:
         print()
         print(watch)

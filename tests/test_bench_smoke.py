@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
+from benchmarks import report, report_watch
 from benchmarks.child import run_child
 from benchmarks.config import BenchConfig
 from benchmarks.contenders import NAIVE, S3DRAIN, Contender, RunContext, naive_command, search_path
@@ -150,7 +150,7 @@ def test_the_watch_scenario_times_each_upload_and_both_drains(smoke: BenchResult
     assert events.watch.last_file_seconds is not None
     assert 0 < events.watch.last_file_seconds < (events.seconds or 0)
     assert "ListObjectsV2" in dict(rows["s3drain"].requests or ())
-    tables = report.watch_tables(smoke.rows)
+    tables = report_watch.watch_tables(smoke.rows)
     assert tables is not None and "| moto-aws-like | 20 |" in tables
     checks = watch_checks(smoke.rows)
     assert len(checks) == 3 and all(check.verdict != "not measured" for check in checks)
