@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.report_cells import DASH, cell, rate, requests, server_cpu
+from benchmarks.report_cells import DASH, line, rate, requests, server_cpu
 from benchmarks.report_text import COLUMN_NOTES, ON_DISK_INTRO
 from benchmarks.report_watch import watch_tables
 from benchmarks.results import CEILING, CEILING_NAME, NOT_INSTALLED, OK, Row, find
@@ -126,7 +126,7 @@ def table(rows: Sequence[Row]) -> str:
             server_cpu(row),
             _notes(row),
         )
-        lines.append("| " + " | ".join(cell(text) for text in cells) + " |")
+        lines.append(line(cells))
     return "\n".join(lines)
 
 
@@ -169,7 +169,7 @@ def compact_table(rows: Sequence[Row]) -> str:
             rate(row.cpu_per_1000_objects),
             rate(row.cpu_per_gib),
         )
-        lines.append("| " + " | ".join(cell(text) for text in cells) + " |")
+        lines.append(line(cells))
     return "\n".join(lines)
 
 

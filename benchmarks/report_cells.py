@@ -3,6 +3,8 @@ README block and the watch scenario's tables."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from benchmarks.results import CEILING, Row
 
 DASH = "—"
@@ -30,7 +32,12 @@ def requests(row: Row) -> str:
         return "1 GET per object or range"
     if total is None:
         return DASH
-    parts = ", ".join(f"{op} {ratio(n)}" for op, n in row.requests_by_type())
+    return breakdown(total, row.requests_by_type())
+
+
+def breakdown(total: float, per_object: Sequence[tuple[str, float]]) -> str:
+    """Requests per object in all (bold), then by type or action."""
+    parts = ", ".join(f"{op} {ratio(n)}" for op, n in per_object)
     return f"**{total:.3f}**: {parts}" if parts else f"**{total:.3f}**"
 
 
@@ -45,3 +52,8 @@ def server_cpu(row: Row) -> str:
 
 def cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def line(cells: Sequence[str]) -> str:
+    """One table row of Markdown."""
+    return "| " + " | ".join(cell(text) for text in cells) + " |"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from benchmarks.report_cells import DASH, cell, rate, ratio, requests, server_cpu
+from benchmarks.report_cells import DASH, breakdown, line, rate, requests, server_cpu
 from benchmarks.results import Row, find
 from benchmarks.scenarios import TIMES
 from benchmarks.targets import (
@@ -27,8 +27,7 @@ def _sqs(row: Row) -> str:
     if total is None or row.watch is None or row.watch.sqs_requests is None:
         return DASH
     ordered = sorted(row.watch.sqs_requests, key=lambda item: (-item[1], item[0]))
-    parts = ", ".join(f"{op} {ratio(n / row.scenario.count)}" for op, n in ordered)
-    return f"**{total:.3f}**: {parts}" if parts else f"**{total:.3f}**"
+    return breakdown(total, [(op, n / row.scenario.count) for op, n in ordered])
 
 
 def _watch_server_cpu(row: Row) -> str:
@@ -46,19 +45,15 @@ def _status(row: Row) -> str:
     return f"{row.status}: {row.note}" if row.note else row.status
 
 
-def _line(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cell(text) for text in cells) + " |"
-
-
-def _trickle_line(server: str, row: Row) -> str:
+def _trickleline(server: str, row: Row) -> str:
     figures = row.watch
     if figures is None:
-        return _line([server, *[DASH] * 7, _status(row)])
+        return line([server, *[DASH] * 7, _status(row)])
     quantiles = " / ".join(_seconds(figures.latency(q)) for q in (0.5, 0.95, 1.0))
     if figures.missing:
         quantiles += f" ({figures.missing} never in place)"
     left = figures.left_in_queue
-    return _line(
+    return line(
         [
             server,
             f"{len(figures.latencies) + figures.missing:,}",
@@ -73,13 +68,13 @@ def _trickle_line(server: str, row: Row) -> str:
     )
 
 
-def _burst_line(server: str, events: Row, listing: Row | None, ratio: float | None) -> str:
+def _burstline(server: str, events: Row, listing: Row | None, ratio: float | None) -> str:
     last = events.watch.last_file_seconds if events.watch else None
     if listing is None:
         plain = DASH
     else:
         plain = rate(listing.objects_per_second) if listing.timed else listing.status
-    return _line(
+    return line(
         [
             server,
             f"{events.scenario.count:,}",
@@ -116,11 +111,11 @@ def watch_tables(rows: Sequence[Row]) -> str | None:
     for server in servers:
         trickle = find(rows, WATCH, WATCH_TRICKLE, server)
         if trickle is not None:
-            latency.append(_trickle_line(server, trickle))
+            latency.append(_trickleline(server, trickle))
         events = find(rows, WATCH, WATCH_EVENTS, server)
         if events is not None:
             listing = find(rows, WATCH, WATCH_LISTING, server)
-            burst.append(_burst_line(server, events, listing, watch_ratio(rows, server)))
+            burst.append(_burstline(server, events, listing, watch_ratio(rows, server)))
     return "\n".join(
         [
             "Latency: a trickle of uploads while one watcher runs.",
