@@ -1,6 +1,6 @@
 """The batch queue between the workers and the linker or the deleter: full batches at once, a
-partial one after its window, everything at the close, producers held while it is full, and the
-consumer left asleep while a batch fills."""
+partial one after its window, one of `min_size` to a consumer already asking, everything at the
+close, producers held while it is full, and the consumer left asleep while a batch fills."""
 
 from __future__ import annotations
 
@@ -114,6 +114,40 @@ def test_the_consumer_sleeps_while_a_batch_fills() -> None:
     assert wakes <= 4
     q.close()
     thread.join(5)
+
+
+def test_a_consumer_already_asking_takes_min_size_items_without_waiting_for_the_window() -> None:
+    q: BatchQueue[int] = BatchQueue(window=30.0, size=10, maxsize=20, min_size=3)
+    thread, got = _consume(q)
+    for i in range(2):
+        q.put(i)
+    time.sleep(0.2)
+    assert got == []  # fewer than min_size: they wait for more, the window or the close
+    q.put(2)
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [b for _, b in got] == [[0, 1, 2]]
+    q.close()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_consumer_that_was_busy_takes_up_to_a_full_batch_of_what_gathered_meanwhile() -> None:
+    q: BatchQueue[int] = BatchQueue(window=30.0, size=10, maxsize=30, min_size=3)
+    for i in range(14):  # while the consumer was busy elsewhere
+        q.put(i)
+    batches = q.batches()
+    assert next(batches) == list(range(10))
+    assert next(batches) == [10, 11, 12, 13]
+    q.close()
+    assert list(batches) == []
+
+
+@pytest.mark.parametrize("min_size", [0, 11])
+def test_a_smallest_batch_outside_one_to_size_is_refused(min_size: int) -> None:
+    with pytest.raises(ValueError, match="smallest batch"):
+        BatchQueue(window=1.0, size=10, maxsize=10, min_size=min_size)
 
 
 @pytest.mark.parametrize(("size", "maxsize"), [(0, 1), (5, 4)])

@@ -454,6 +454,35 @@ def test_deletes_flush_on_the_timer_while_downloads_go_on(tmp_path: Path, s3aws:
     assert 2 <= order.count("DeleteObjects") < 40
 
 
+def test_delete_batches_are_on_their_way_side_by_side(tmp_path: Path, s3aws: S3Client) -> None:
+    """A server works through one request's keys in turn; the run's last batch must not queue
+    behind the one before it."""
+    put_objects(s3aws, {f"{PREFIX}{i:02d}.csv": b"x" for i in range(40)})
+    settings = drain_settings(tmp_path, workers=4, delete_batch_size=5, delete_flush_seconds=60)
+    lock = threading.Lock()
+    in_flight = most = 0
+
+    def slow_deletes(operation: str, call: Call) -> None:
+        nonlocal in_flight, most
+        if operation != "DeleteObjects" or is_probe(call):
+            return
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.2)
+        with lock:
+            in_flight -= 1
+
+    inject(s3aws, slow_deletes)
+    run = drain(settings, s3aws)
+
+    assert run.code == ExitCode.OK
+    assert most >= 2
+    assert bucket_keys(s3aws) == set()
+    lines = audit_lines(settings)
+    assert len(lines) == 40 and all(line["deleted"] for line in lines)
+
+
 def test_per_key_delete_errors_are_reported_not_deleted(tmp_path: Path, s3mem: S3Client) -> None:
     put_objects(s3mem, {f"{PREFIX}a.csv": b"a", f"{PREFIX}b.csv": b"b", f"{PREFIX}c.csv": b"c"})
     settings = drain_settings(tmp_path)

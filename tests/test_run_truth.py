@@ -109,18 +109,18 @@ def test_a_deleter_that_dies_neither_hangs_nor_leaves_an_object_unreported(
     """The deleter's flush raises (a bug) as a batch begins, or after S3 answered a batch and
     half its lines were written: the run ends, exit 70; every object the run took has exactly
     one line that tells the truth (deleted only if it left S3); one without a line is in S3
-    and was never downloaded."""
-    objects = {f"{PREFIX}{i:02d}.csv": os.urandom(100 + i) for i in range(24)}
+    and was never downloaded. More batches than the deleter has on their way at once, so some
+    are still to be sent when the bug comes."""
+    objects = {f"{PREFIX}{i:02d}.csv": os.urandom(100 + i) for i in range(12 * 5)}
     put_objects(s3aws, objects)
     settings = drain_settings(tmp_path, workers=2, delete_batch_size=5)
     calls = iter(range(1, 10**6))
     if dies == "mid-batch":
         real_record_all = Deleter._record_all
 
-        def record_all(self: Deleter, outcomes: Sequence[Any]) -> None:
+        def record_all(self: Deleter, outcomes: Sequence[Any]) -> bool:
             if not any(o.deleted for o in outcomes) or next(calls) > 1:
-                real_record_all(self, outcomes)
-                return
+                return real_record_all(self, outcomes)
             real_record_all(self, outcomes[: len(outcomes) // 2])
             raise RuntimeError("a bug in the deleter (injected)")
 

@@ -10,6 +10,15 @@
    S3 may have done it all the same, and the next run asks); then the audit lines are written
    and fsynced, and a last commit notes that they were.
 
+Batches overlap: a batch is taken as soon as a flush is free and MIN_CHUNK (250) objects wait
+(a full batch only while every flush is busy), and up to `DeletePolicy.flushes` (8) batches
+are on their way at once, each in a thread of its own. A server works through one request's
+keys one after another, and while downloads share it a lone request falls behind them
+(SeaweedFS: 250 keys in 0.8 s beside 16 GETs): with one batch at a time, the last thousand
+objects of a run waited for the batch before them. Every step but the request itself holds
+one lock, so the ledger, the audit log and `_leave_open` see one batch at a time, as they
+did when the whole flush was serial.
+
 A run killed anywhere in between leaves the ledger saying enough for the next run to finish
 (`recovery.py`). With --no-delete the batch stops after step 2. A delete whose audit line
 cannot be written, or whose ledger row cannot, is not sent.
@@ -25,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from s3drain.drain.batches import BatchQueue
-from s3drain.drain.delete_requests import MAX_BATCH, DeleteGuard, Sender
+from s3drain.drain.delete_requests import MAX_BATCH, MIN_CHUNK, DeleteGuard, Sender
 from s3drain.errors import AbortError, DeleteGuardError, S3DrainError, describe
 from s3drain.local.fs import LocalFS
 from s3drain.local.ledger import Ledger
@@ -41,6 +50,8 @@ class DeletePolicy:
     guard: DeleteGuard = DeleteGuard.ETAG_BATCH
     send: bool = True  # False: --no-delete (deliveries are still recorded)
     batch_size: int = MAX_BATCH
+    min_batch_size: int = MIN_CHUNK  # taken early only when a flush is free to take it
+    flushes: int = 8  # batches on their way at once
     flush_seconds: float = 5.0
     single_workers: int = 16
     max_deletes: int | None = None  # a hard cap behind --max-delete
@@ -82,9 +93,17 @@ class Deleter:
         # them): noted as audited once synced, even if a later line or a bug broke the flush.
         self._written: list[int] = []
         self._open_lock = threading.Lock()
+        self._books = threading.Lock()  # every step of a flush but the request itself
         self._queue: BatchQueue[Outcome] = BatchQueue(
-            window=policy.flush_seconds, size=policy.batch_size, maxsize=2 * policy.batch_size
+            window=policy.flush_seconds,
+            size=policy.batch_size,
+            maxsize=2 * policy.batch_size,
+            min_size=min(policy.min_batch_size, policy.batch_size),
         )
+        # A flush slot is taken before the next batch is asked for, so a batch smaller than
+        # `batch_size` goes only to a flush that would otherwise wait.
+        self._slots = threading.Semaphore(policy.flushes)
+        self._flushes = ThreadPoolExecutor(policy.flushes, thread_name_prefix="s3drain-flush")
         self._deletes_sent = 0
         self._broken: S3DrainError | None = None
         self._pool = ThreadPoolExecutor(policy.single_workers, thread_name_prefix="s3drain-delete")
@@ -100,28 +119,61 @@ class Deleter:
     def close(self) -> None:
         self._queue.close()
         self._thread.join()
+        self._flushes.shutdown()
         self._pool.shutdown()
 
     def _loop(self) -> None:
-        for batch in self._queue.batches():
-            try:
-                self._flush(batch)
-            except Exception as exc:
-                # A bug: no further delete is sent, and every object handed over still gets
-                # its one outcome. The loop goes on taking items, so no worker blocks.
-                if self._broken is None:
-                    self._broken = S3DrainError(f"internal error in the deleter: {exc!r}")
-                self._crashed(exc, "the deleter")
-                self._leave_open("not deleted: internal error in the deleter")
+        batches = self._queue.batches()
+        while True:
+            self._slots.acquire()
+            batch = next(batches, None)
+            if batch is None:
+                return
+            self._flushes.submit(self._flush_guarded, batch)
+
+    def _flush_guarded(self, batch: list[Outcome]) -> None:
+        try:
+            self._flush(batch)
+        except Exception as exc:
+            with self._books:
+                self._bug(exc)
+        finally:
+            self._slots.release()
 
     def _flush(self, batch: list[Outcome]) -> None:
+        with self._books:
+            try:
+                sending = self._prepare(batch)
+            except Exception as exc:
+                self._bug(exc)  # within the same hold: the lines this flush wrote are still known
+                return
+        if not sending:
+            return
+        results = self._sender.send(sending)
+        with self._books:
+            try:
+                self._settle(results)
+            except Exception as exc:
+                self._bug(exc)
+
+    def _bug(self, exc: Exception) -> None:
+        """A bug: no further delete is sent, and every object handed over still gets its one
+        outcome. The other flushes go on taking batches, so no worker blocks."""
+        if self._broken is None:
+            self._broken = S3DrainError(f"internal error in the deleter: {exc!r}")
+        self._crashed(exc, "the deleter")
+        self._leave_open("not deleted: internal error in the deleter")
+
+    def _prepare(self, batch: list[Outcome]) -> list[Outcome]:
+        """Durable and recorded: the objects whose deletes may now be sent (none with
+        --no-delete: their deliveries are recorded and their lines written here)."""
         self._written = []
         if self._broken is not None:
             self._leave(
                 [o for o in batch if o.record.key in self._open],
                 f"not deleted: {self._broken.message}",
             )
-            return
+            return []
         send = self._policy.send
         if send and (not self._can_record() or not self._room_to_record(batch)):
             # A delete whose audit line cannot be written is not sent.
@@ -132,23 +184,27 @@ class Deleter:
                 )
             )
             self._leave(batch, "not deleted: the audit log cannot take its line")
-            return
+            return []
         allowed = self._within_cap(batch) if send else batch
         durable = self._make_durable(allowed)
         if not durable:
-            return
+            return []
         try:
             durable = self._deliver(durable, send)
         except S3DrainError as exc:
             self._break(exc)
             self._leave(durable, f"not deleted: the ledger could not record it: {exc.message}")
-            return
+            return []
         if not send:
             self._record_all(durable)
-            return
+            return []
         self._deletes_sent += len(durable)
         self._note(durable, "sent")
-        results = self._sender.send(durable)
+        return durable
+
+    def _settle(self, results: list[Outcome]) -> None:
+        """S3's answers into the ledger, then the audit lines, then "audited" for those lines."""
+        self._written = []
         self._note(results, "answered")
         try:
             self._ledger.settle([(o.delivery_id, _settled(o)) for o in results if o.delivery_id])
@@ -159,9 +215,10 @@ class Deleter:
         else:
             self._note(results, "settled")
         synced = self._record_all(results)
-        if synced and self._written and self._broken is None:
+        if synced and self._written:
             # Only the lines that were written: should the audit log have failed part way, the
-            # rest stay owed, and the next run writes them (and no line twice).
+            # rest stay owed, and the next run writes them (and no line twice). Also after
+            # another flush broke the run: this one's lines are written all the same.
             try:
                 self._ledger.mark_audited(self._written)
             except S3DrainError as exc:
@@ -262,7 +319,9 @@ class Deleter:
         with self._open_lock:
             for outcome in outcomes:
                 key = outcome.record.key
-                if key in self._open:
+                # Settled counts even once `_leave_open` let go of the key (another flush's bug
+                # while this batch was on its way): its line is written here, and only here.
+                if key in self._open or stage == "settled":
                     self._stage[key] = stage
                     if stage == "answered":
                         self._open[key] = outcome
