@@ -201,7 +201,7 @@ def test_a_ledger_that_cannot_grow_stops_the_run(tmp_path: Path, s3_url: str, s3
 def test_the_disk_under_the_ledger_fills_mid_run(tmp_path: Path, s3_url: str, s3: S3Client) -> None:
     """The ledger grows (its WAL: a few pages per commit, long keys make big rows) until
     .s3drain/'s disk is full, part-way through the downloads: the run stops with the disk-full
-    exit code naming the ledger (not as an internal error); nothing is deleted unless it was
+    exit code naming the ledger, or the audit log beside it (not as an internal error); nothing is deleted unless it was
     delivered and its audit line written; once space is freed the next run finishes the rest,
     each delete recorded once."""
     base = tmp_path / "base"
@@ -217,8 +217,11 @@ def test_the_disk_under_the_ledger_fills_mid_run(tmp_path: Path, s3_url: str, s3
         first = drain_cli(base, s3_url)
 
         assert first.code == 5, first.stderr
-        assert str(base / LEDGER) in first.summary["error"]
-        assert "full" in first.summary["error"]
+        # The audit log shares the disk: which of the two runs out first is timing (1 run in
+        # 4 was the audit log once the run kept to one core, `--pin`). Either is named.
+        error = first.summary["error"]
+        assert str(base / LEDGER) in error or "no room to record deletes in the audit log" in error
+        assert "full" in error
         assert first.summary["objects"]["failed"] > 0
         deleted = {k[len(PREFIX) :] for k, line in first.lines.items() if line["deleted"]}
         assert len(deleted) < len(objects)

@@ -203,6 +203,15 @@ def add_drain_options(drain: argparse.ArgumentParser) -> None:
         "share of --workers; listing, the ledger, links and deletes stay in the run's process "
         "(S3DRAIN_PROCESSES)",
     )
+    drain.add_argument(
+        "--pin",
+        choices=("auto", "off"),
+        help="auto (default): with two usable cores and no fetch processes, keep the run's "
+        "threads on one core while the objects it fetches average below 256KiB, the core "
+        "other processes use least (checked every half second); threads handing Python's "
+        "lock across cores cost more than the second core gives small objects. Larger "
+        "objects get every core. off: never (S3DRAIN_PIN)",
+    )
 
     speed = drain.add_argument_group("large objects")
     speed.add_argument(

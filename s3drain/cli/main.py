@@ -98,7 +98,9 @@ def _drain(settings: DrainSettings, out: TextIO, err: TextIO) -> int:
         err.flush()
         os._exit(int(code))
 
-    result = run_drain(settings, out=out, err=err, stop=stopper.event, on_overrun=overrun)
+    result = run_drain(
+        settings, out=out, err=err, stop=stopper.event, on_overrun=overrun, own_process=True
+    )
     if not result.started or result.exit_code is ExitCode.INTERNAL:
         # One line (and a hint), like a configuration error; a bug's traceback is in the file
         # the line names.

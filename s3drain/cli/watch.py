@@ -58,6 +58,7 @@ def watch_command(sources: Sources, out: TextIO, err: TextIO) -> int:
         stop=stopper.event,
         on_overrun=overrun,
         write_metrics=write_metrics,
+        own_process=True,
     )
     run, figures, counters = result.drain, result.figures, result.inbox
     if not run.started or run.exit_code is ExitCode.INTERNAL:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from s3drain.drain.context import RunState
+from s3drain.drain.core_pin import CorePin
 from s3drain.drain.direct_streams import DirectStreams, DirectSwitch
 from s3drain.drain.fetch_pool import FetchPool, InlinePool
 from s3drain.drain.process_pool import ProcessPool
 from s3drain.drain.reporter import Reporter
-from s3drain.drain.settings import DrainSettings, fetch_processes
+from s3drain.drain.settings import DrainSettings, fetch_processes, usable_core_set
 from s3drain.s3.client import RequestCounter, S3Client
 from s3drain.s3.direct_target import direct_target
 from s3drain.units import format_size
@@ -24,8 +25,11 @@ class Direct:
     pool: FetchPool
     streams: DirectStreams
     switch: DirectSwitch
+    pin: CorePin | None = None
 
     def close(self) -> None:
+        if self.pin is not None:
+            self.pin.close()
         self.pool.close()
         self.streams.close()
 
@@ -36,7 +40,11 @@ def set_up_direct(
     counter: RequestCounter,
     state: RunState,
     reporter: Reporter,
+    *,
+    own_process: bool = False,
 ) -> Direct | None:
+    """`own_process`: the process is s3drain's alone (the command line), so the run may set
+    where its threads run (`core_pin.py`)."""
     target = direct_target(client, settings.bucket, settings.s3)
     if target is None:
         reporter.debug("direct GETs: not for this endpoint; every GET goes through botocore")
@@ -59,7 +67,11 @@ def set_up_direct(
     where = f"{processes} fetch processes" if processes else "this process"
     reporter.debug(f"objects below {size}: direct GETs in {where}; larger ones: direct streams")
     pool: FetchPool
+    pin = None
     if processes == 0:
+        cores = usable_core_set()
+        if settings.pin and own_process and len(cores) > 1:
+            pin = CorePin(cores, debug=reporter.debug, crashed=state.crashed)
         pool = InlinePool(
             target.endpoint,
             credentials=target.credentials,
@@ -78,4 +90,4 @@ def set_up_direct(
             endpoint_url=target.url,
             warn=reporter.warn,
         )
-    return Direct(pool, streams, switch)
+    return Direct(pool, streams, switch, pin)

@@ -96,6 +96,7 @@ def run_pipeline(
     streams: StreamPolicy | None = None,
     counter: RequestCounter | None = None,
     feed: Feed | None = None,
+    own_process: bool = False,
 ) -> str | None:
     """Runs the stages; with a `counter` (the run made its own client), small objects are
     fetched by direct GETs, in fetch processes where more than one core is usable."""
@@ -151,7 +152,7 @@ def run_pipeline(
     backlog = Backlog()
     direct = None
     if counter is not None and not settings.dry_run:
-        direct = set_up_direct(settings, client, counter, state, reporter)
+        direct = set_up_direct(settings, client, counter, state, reporter, own_process=own_process)
     fetcher = Fetcher(
         client=client,
         bucket=settings.bucket,
@@ -169,7 +170,7 @@ def run_pipeline(
         get_object=direct.streams.get_object if direct else None,
     )
     if direct is not None:
-        transfer = Transfer(fetcher, fs, direct.pool, direct.switch)
+        transfer = Transfer(fetcher, fs, direct.pool, direct.switch, direct.pin)
     else:
         transfer = Transfer(fetcher, fs)
     deleter = linker = None

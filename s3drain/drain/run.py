@@ -67,6 +67,7 @@ def run_drain(
     on_overrun: Callable[[ExitCode], None] | None = None,
     streams: StreamPolicy | None = None,
     feed: Feed | None = None,
+    own_process: bool = False,
 ) -> DrainResult:
     """One whole run, always ending in a DrainResult. An error found before anything changed
     (bucket, credentials, local folders, the lock, the ledger, --max-delete) comes back with
@@ -74,7 +75,9 @@ def run_drain(
 
     `on_overrun` is called, with the exit code the run would have had, when a run told to stop
     has not ended within STOP_GRACE_SECONDS (the command line exits there and then). `feed`
-    replaces the listing as the source of objects (`s3drain watch`)."""
+    replaces the listing as the source of objects (`s3drain watch`). `own_process`: the
+    process is s3drain's alone (the command line), so the run may set which cores its threads
+    use (`core_pin.py`)."""
     # The command line wraps its streams already; a caller of the Python API may hand over
     # sys.stderr itself, and a closed pipe there must not end or falsify the run either.
     out = _safe(out)
@@ -95,6 +98,7 @@ def run_drain(
             sleep=sleep,
             streams=streams,
             feed=feed,
+            own_process=own_process,
         )
     finally:
         if watchdog is not None:
@@ -120,6 +124,7 @@ def _run_drain(
     sleep: Callable[[float], None] | None,
     streams: StreamPolicy | None,
     feed: Feed | None,
+    own_process: bool,
 ) -> DrainResult:
     counter = RequestCounter()
     # Direct GETs (and fetch processes) only with the run's own client and file system: a
@@ -165,6 +170,7 @@ def _run_drain(
                     streams=streams,
                     counter=counter if direct else None,
                     feed=feed,
+                    own_process=own_process,
                 )
             finally:
                 if pruner is not None:

@@ -46,6 +46,7 @@ class DrainSettings:
     match: MatchMode | None = None  # no longer used: content always decides (warned about)
     workers: int = 64
     processes: int | None = None  # fetch processes for small objects; None: `fetch_processes`
+    pin: bool = True  # on one core while objects are small (`core_pin.py`); off: never
     delete_mode: DeleteMode = "auto"  # auto: the exact form the server was probed to honour
     require_exact_delete: bool = False
     probe: bool = False  # probe the server again, ignoring a cached answer
@@ -109,6 +110,7 @@ def load_drain_settings(sources: Sources) -> DrainSettings:
         ledger_retention=optional(sources, "ledger_retention", positive_duration, 90 * DAY),
         workers=workers,
         processes=optional(sources, "processes", processes_setting, None),
+        pin=optional(sources, "pin", choice("auto", "off"), "auto") == "auto",
         delete_mode=cast(
             DeleteMode, optional(sources, "delete_mode", choice("auto", "batch", "single"), "auto")
         ),
@@ -187,10 +189,14 @@ def processes_setting(text: str) -> int | None:
 
 
 def usable_cores() -> int:
+    return len(usable_core_set())
+
+
+def usable_core_set() -> frozenset[int]:
     try:
-        return len(os.sched_getaffinity(0))
+        return frozenset(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        return frozenset(range(os.cpu_count() or 1))
 
 
 MIN_CORES_FOR_PROCESSES = 3

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from botocore.exceptions import ClientError
 
+from s3drain.drain.core_pin import CorePin
 from s3drain.drain.direct_fetch import PathBlocked, TempBusy
 from s3drain.drain.direct_streams import DirectSwitch, botocore_would_handle
 from s3drain.drain.fetch import Fetcher, as_change, fetch
@@ -46,6 +47,7 @@ class Transfer:
     pool: FetchPool | None = None  # direct GETs for objects below the multipart threshold
     # Off at the first answer botocore would have handled itself: botocore from then on.
     switch: DirectSwitch = field(default_factory=lambda: DirectSwitch(lambda _: None))
+    pin: CorePin | None = None  # the run's threads on one core while its objects are small
 
 
 class LocalDiffers(Exception):
@@ -64,6 +66,8 @@ def download(
     the object (Matched; the temp file goes); a different one at `target` is a conflict
     (LocalDiffers). Otherwise the temp file, still open and locked, goes to the linker
     (`linker.py`), which records it in the ledger and then gives it its real name."""
+    if t.pin is not None:
+        t.pin.started(record.size)
     temp = temp_name_for(target, record.key, record.etag)
     small = record.size < t.fetcher.multipart_threshold
     got = None

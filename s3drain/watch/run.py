@@ -46,6 +46,7 @@ def run_watch(
     write_metrics: Callable[[str], None] | None = None,
     sqs_client: Any = None,
     status_every: float = STATUS_EVERY,
+    own_process: bool = False,
 ) -> WatchResult:
     drain = settings.drain
     secrets = drain.s3.secrets()
@@ -106,7 +107,13 @@ def run_watch(
     thread.start()
     try:
         result = run_drain(
-            drain, out=out, err=err, stop=stop, on_overrun=on_overrun, feed=feed.feed()
+            drain,
+            out=out,
+            err=err,
+            stop=stop,
+            on_overrun=on_overrun,
+            feed=feed.feed(),
+            own_process=own_process,
         )
     finally:
         done.set()
