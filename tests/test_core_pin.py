@@ -107,6 +107,12 @@ class _Fake:
         )
 
 
+def _interval_ends(pin: CorePin) -> None:
+    """The watch thread's choice at the end of an interval, without waiting for it."""
+    with pin._lock:
+        pin._choose()
+
+
 def test_small_objects_pin_the_run_to_the_core_others_use_least() -> None:
     fake = _Fake()
     pin = fake.pin()
@@ -134,17 +140,14 @@ def test_large_objects_never_pin_and_a_turn_to_large_ones_lets_go() -> None:
     for _ in range(3):
         pin.started(PIN_BELOW * 4)
     pin.started(1000)
-    with pin._lock:  # one interval's choice, without waiting for it
-        pin._choose()
+    _interval_ends(pin)
     assert pin.core is None
     assert fake.applied[-1] == frozenset({0, 1})
     # Small again: pinned again; nothing started in an interval: as it was.
     pin.started(100)
-    with pin._lock:
-        pin._choose()
+    _interval_ends(pin)
     assert pin.core == 1
-    with pin._lock:
-        pin._choose()
+    _interval_ends(pin)
     assert pin.core == 1 and fake.applied[-1] == frozenset({1})
     pin.close()
 
@@ -158,15 +161,13 @@ def test_the_run_moves_when_others_take_its_core_and_only_then() -> None:
     fake.own += 0.95
     fake.busy(1, 1.0)
     pin.started(4096)
-    with pin._lock:
-        pin._choose()
+    _interval_ends(pin)
     assert pin.core == 1 and pin.moves == 0
     # A server pinned to core 1 takes half of it beside the run: off to core 0.
     fake.own += 0.5
     fake.busy(1, 1.0)
     pin.started(4096)
-    with pin._lock:
-        pin._choose()
+    _interval_ends(pin)
     assert pin.core == 0 and pin.moves == 1
     assert fake.applied[-1] == frozenset({0})
     pin.close()
