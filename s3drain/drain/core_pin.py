@@ -156,9 +156,7 @@ class CorePin:
             if self._done.is_set():
                 return
             self._done.set()
-            if self.core is not None:
-                self._apply(self._allowed)
-                self.core = None
+            self._spread()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -185,8 +183,7 @@ class CorePin:
             # A bug, as in any of the run's threads: the run ends with exit 70 (on every core).
             with self._lock:
                 self._done.set()
-                self._apply(self._allowed)
-                self.core = None
+                self._spread()
             if self._crashed is None:
                 raise
             self._crashed(exc, "choosing the run's core")
@@ -207,10 +204,8 @@ class CorePin:
         self._last = now
         small = size / objects < PIN_BELOW
         if not small:
-            if self.core is not None:
-                self._apply(self._allowed)
+            if self._spread():
                 self._debug("threads on every core: the objects are large")
-                self.core = None
             return
         core = choose(loads, self._allowed, self.core)
         if core != self.core:
@@ -222,3 +217,11 @@ class CorePin:
         # Every time, not only on a move: a thread started since by one not yet moved would
         # otherwise be left out.
         self._apply(frozenset({core}))
+
+    def _spread(self) -> bool:
+        """With the lock held: every allowed core again, if the run was on one (True)."""
+        if self.core is None:
+            return False
+        self._apply(self._allowed)
+        self.core = None
+        return True
