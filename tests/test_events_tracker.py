@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from s3drain.events.messages import ObjectEvent
-from s3drain.events.tracker import Message, ObjectRef, Tracker
+from s3drain.events.tracker import AfterRelease, Message, ObjectRef, Tracker
 
 
 def message(message_id: str, handle: str = "h1", sent_at: float | None = 100.0) -> Message:
@@ -110,3 +110,25 @@ def test_oldest_sent() -> None:
     tracker.add(message("m2", sent_at=200.0), [event("b")], 30)
     tracker.add(message("m3", sent_at=150.0), [event("c")], 30)
     assert tracker.oldest_sent() == 150.0
+
+
+def test_after_a_release_a_message_is_deleted_only_when_all_it_named_is_done() -> None:
+    a, b, c = ObjectRef("lake", "a", "e1"), ObjectRef("lake", "b", "e1"), ObjectRef("lake", "c")
+    after = AfterRelease()
+    after.remember(message("two"), [a, b])
+    after.remember(message("failed"), [c])
+    after.remember(message("nothing"), [])  # waits for nothing in hand: not remembered
+    after.received_again(message("two", handle="h2"))
+    assert after.settle(a, "done") == []  # b still in hand
+    assert after.settle(c, "retry") == []  # failed or cut short: stays released
+    assert after.settle(c, "done") == []
+    assert after.settle(b, "done") == [message("two", handle="h2")]  # the newest handle
+    assert after.settle(b, "done") == []  # once
+
+
+def test_after_a_release_a_message_held_anew_is_left_to_its_new_hold() -> None:
+    a = ObjectRef("lake", "a", "e1")
+    after = AfterRelease()
+    after.remember(message("m"), [a])
+    after.taken_again("m")
+    assert after.settle(a, "done") == []

@@ -114,11 +114,13 @@ def test_sqs_unreachable_for_good_ends_with_exit_5_and_one_line(
 
 class HeldGets:
     """A before_forward hook: logs every (operation, key), and holds the first GET of `key`
-    until `release` is set or `hold` seconds have passed."""
+    (or the first request of `ops` for it) until
+    `release` is set or `hold` seconds have passed."""
 
-    def __init__(self, key: str, hold: float) -> None:
+    def __init__(self, key: str, hold: float, ops: tuple[str, ...] = ("GetObject",)) -> None:
         self.key = key
         self.hold = hold
+        self.ops = ops
         self.log: list[tuple[str, str]] = []
         self.holding = threading.Event()
         self.release = threading.Event()
@@ -127,7 +129,10 @@ class HeldGets:
     def __call__(self, info: RequestInfo) -> None:
         with self._lock:
             self.log.append((info.op, info.key))
-            first = info.op == "GetObject" and info.key == self.key and not self.holding.is_set()
+            # A DeleteObjects names its keys in its body: the first after the key's GET.
+            got = ("GetObject", self.key) in self.log
+            ours = info.key == self.key or (info.op == "DeleteObjects" and got)
+            first = info.op in self.ops and ours and not self.holding.is_set()
             if first:
                 self.holding.set()
         if first:
@@ -234,6 +239,50 @@ def test_a_stop_mid_object_hands_its_message_back_at_once(
     assert raw_tree(base) == {"midway.csv": b"in flight at the stop"}
     assert all_keys(s3) == set()
     assert queue_depth(sqs, queue_url) == 0
+
+
+def test_a_stop_while_a_delete_is_on_its_way_finishes_the_object_and_its_message(
+    tmp_path: Path, s3_url: str, lake: tuple[Any, Any, str]
+) -> None:
+    """SIGTERM after the object is delivered, while its delete is held: the message is visible
+    again at once (the stop cannot know the delete will go through), the delete goes through,
+    and then the message leaves the queue too, instead of bringing a finished object to the
+    next watcher."""
+    s3, sqs, queue_url = lake
+    key = f"{PREFIX}delivered.csv"
+    put(s3, key, b"delivered before the stop")
+    held = HeldGets(key, hold=30, ops=("DeleteObject", "DeleteObjects"))
+    base = tmp_path / "base"
+    with FaultProxy(s3_url) as proxy:
+        proxy.before_forward = held
+        watcher = CliWatcher(
+            cli_args(base, queue_url, "--visibility-timeout", "30", "--reconcile", "0", "--json"),
+            cli_env(proxy.url, AWS_ENDPOINT_URL_SQS=s3_url),
+        )
+        try:
+            wait_until(held.holding.is_set, 20, "the delete")
+            assert raw_tree(base) == {"delivered.csv": b"delivered before the stop"}
+            watcher.send(signal.SIGTERM)
+            wait_until(lambda: visible(sqs, queue_url) == 1, 3, "the message handed back")
+            held.release.set()
+            run = watcher.finish()
+        finally:
+            watcher.kill()
+    assert run.returncode == 130, run.stderr
+    messages = summary(run)["watch"]["messages"]
+    assert messages["deleted"] == 2  # S3's test event, and this one after its release
+    assert messages["released"] >= 1
+    assert messages["in_flight"] == 0
+    assert all_keys(s3) == set()
+    assert queue_depth(sqs, queue_url) == 0
+    assert audit_statuses(base) == {key: ["downloaded"]}
+
+
+def visible(sqs: Any, queue_url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
 
 
 def test_two_watchers_on_one_queue_deliver_each_object_once(

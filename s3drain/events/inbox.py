@@ -4,7 +4,8 @@ invisible, a deleter removing settled ones in batches, and a stop that hands bac
 The watch loop calls `receive()` for batches of messages and the objects to drain, then
 `settled(ref, outcome)` once per object; the inbox deletes a message when everything it names
 is settled, lets it go (back after its visibility timeout) when one of its objects failed, and
-on `release_unfinished()` makes every message not finished visible again at once.
+on `release_unfinished()` makes every message not finished visible again at once (one whose
+objects the run then finishes anyway is deleted after all).
 
 Messages that are not S3 events are never deleted here: they are logged once per message id
 and left to the queue's redrive policy (a dead-letter queue). S3's test events are deleted.
@@ -30,7 +31,14 @@ from s3drain.events.admission import Admitter
 from s3drain.events.client import SQSClient
 from s3drain.events.messages import parse_message
 from s3drain.events.report import InboxCounters, Note, NoteKind, Received
-from s3drain.events.tracker import Message, ObjectRef, Outcome, Tracker, Verdict
+from s3drain.events.tracker import (
+    AfterRelease,
+    Message,
+    ObjectRef,
+    Outcome,
+    Tracker,
+    Verdict,
+)
 from s3drain.s3.breaker import Breaker
 from s3drain.s3.retry import RetryPolicy, is_retryable
 
@@ -85,6 +93,8 @@ class Inbox:
         self._counts = dict.fromkeys(
             (f.name for f in fields(InboxCounters) if f.name not in ("in_flight", "oldest_age")), 0
         )
+        self._after_release = AfterRelease()
+        self._late: dict[str, Message] = {}  # released, then settled: on their way to a delete
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
         # ReceiveMessage calls started, and the number of the latest that answered with no
@@ -122,6 +132,9 @@ class Inbox:
                     back.append(message)
                 else:
                     self._finish(message, verdict)
+            for message in self._after_release.settle(ref, outcome):
+                self._late[message.message_id] = message
+                self._to_delete.put(message.message_id)
         self._release(back)
 
     def release_unfinished(self) -> int:
@@ -210,6 +223,9 @@ class Inbox:
                 with self._lock:
                     self._empty_polls.append(poll)
             if self._stopping.is_set():
+                with self._lock:
+                    for message in messages:
+                        self._after_release.received_again(message)
                 self._release(messages)  # arrived after the stop: hand them straight back
                 return
             batch = [r for r in map(self._admit, messages) if r is not None]
@@ -223,6 +239,7 @@ class Inbox:
     def _admit(self, message: Message) -> Received | None:
         parsed = parse_message(message.body)
         with self._lock:
+            self._after_release.taken_again(message.message_id)
             self._counts["received"] += 1
             admission = self._admitter.admit(message.message_id, parsed)
             for name, count in admission.counts.items():
@@ -280,7 +297,12 @@ class Inbox:
     def _delete(self, ids: list[str]) -> None:
         with self._lock:
             # The newest receipt handle: the message may have been received again since.
-            messages = [m for m in map(self._tracker.message, ids) if m is not None]
+            # One released at a stop goes with the handle it was released with.
+            messages = [
+                m
+                for m in (self._tracker.message(i) or self._late.pop(i, None) for i in ids)
+                if m is not None
+            ]
         try:
             result = calls.delete(self._client, self._queue_url, messages, self._settle_retry)
         except (ClientError, BotoCoreError, S3DrainError) as exc:
@@ -349,6 +371,8 @@ class Inbox:
     def _release_held(self) -> int:
         with self._lock:
             held = self._tracker.unfinished()
+            for message in held:
+                self._after_release.remember(message, self._tracker.pending(message.message_id))
         return self._release(held)
 
     def _release(self, messages: list[Message]) -> int:

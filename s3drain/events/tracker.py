@@ -158,6 +158,11 @@ class Tracker:
         """Every message held and not on its way out of the queue: what a stop releases."""
         return [h.message for h in self._held.values() if h.verdict is None]
 
+    def pending(self, message_id: str) -> frozenset[ObjectRef]:
+        """The objects a held message still waits for."""
+        held = self._held.get(message_id)
+        return frozenset() if held is None else frozenset(held.pending)
+
     def pending_refs(self) -> int:
         return len(self._waiting)
 
@@ -167,3 +172,43 @@ class Tracker:
     def oldest_sent(self) -> float | None:
         sent = [h.message.sent_at for h in self._held.values() if h.message.sent_at is not None]
         return min(sent) if sent else None
+
+
+class AfterRelease:
+    """Messages a stop made visible again while the run still had objects they name in hand (a
+    delivered object whose delete waits for its batch, say). The run finishes those objects; a
+    message whose objects all end done is deleted after all, so it does not bring a finished
+    object to the next watcher and add to its receive count on the way to a dead-letter queue.
+    One whose object failed or was cut short stays released."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[Message, set[ObjectRef]]] = {}
+
+    def remember(self, message: Message, pending: Iterable[ObjectRef]) -> None:
+        refs = set(pending)
+        if refs:
+            self._held[message.message_id] = (message, refs)
+
+    def received_again(self, message: Message) -> None:
+        """Handed back once more after the stop: its newest handle is the one that deletes it."""
+        if message.message_id in self._held:
+            self._held[message.message_id] = (message, self._held[message.message_id][1])
+
+    def taken_again(self, message_id: str) -> None:
+        """Held anew (received before the stop, admitted after it): that hold settles it."""
+        self._held.pop(message_id, None)
+
+    def settle(self, ref: ObjectRef, outcome: Outcome) -> list[Message]:
+        """The messages to delete now that `ref` is settled."""
+        ready: list[Message] = []
+        for message_id, (message, pending) in list(self._held.items()):
+            if ref not in pending:
+                continue
+            if outcome == "retry":
+                del self._held[message_id]
+                continue
+            pending.discard(ref)
+            if not pending:
+                del self._held[message_id]
+                ready.append(message)
+        return ready
