@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import fields, replace
+from functools import partial
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -29,20 +30,13 @@ from s3drain.errors import S3DrainError, describe, error_code
 from s3drain.events import calls
 from s3drain.events.admission import Admitter
 from s3drain.events.client import SQSClient
+from s3drain.events.heartbeat import Heartbeat
 from s3drain.events.messages import parse_message
 from s3drain.events.report import InboxCounters, Note, NoteKind, Received
-from s3drain.events.tracker import (
-    AfterRelease,
-    Message,
-    ObjectRef,
-    Outcome,
-    Tracker,
-    Verdict,
-)
+from s3drain.events.tracker import AfterRelease, Message, ObjectRef, Outcome, Tracker, Verdict
 from s3drain.s3.breaker import Breaker
 from s3drain.s3.retry import RetryPolicy, is_retryable
 
-_NEVER = float("inf")
 # DeleteMessageBatch calls in flight at once. More would shorten a burst's tail on SQS (10
 # messages a round trip), but moto's SQS loses deletes it answered as done when batches
 # overlap (148 of 2,000 in the bench), and the tests and the bench run on moto.
@@ -86,6 +80,16 @@ class Inbox:
         self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
         self._tracker = Tracker()
+        self._heartbeat = Heartbeat(
+            client,
+            self._queue_url,
+            self._visibility,
+            self._settle_retry,
+            self._tracker,
+            self._lock,
+            on_lost=self._lost,
+            clock=clock,
+        )
         self._ready: queue.Queue[list[Received]] = queue.Queue()
         self._to_delete: queue.Queue[str] = queue.Queue()
         self._admitter = Admitter(bucket, prefix)
@@ -109,7 +113,8 @@ class Inbox:
             self._spawn(f"s3drain-receiver_{n}", self._receive_loop)
         for n in range(_DELETERS):
             self._spawn(f"s3drain-sqs-deleter_{n}", self._delete_loop)
-        self._spawn("s3drain-sqs-heartbeat", self._heartbeat_loop)
+        beat = partial(self._heartbeat.run, self._heartbeat_every, self._closed, self._fail)
+        self._spawn("s3drain-sqs-heartbeat", beat)
 
     def receive(self, timeout: float | None = None) -> list[Received]:
         """The next batch (one ReceiveMessage's worth), or [] after `timeout` seconds. Raises
@@ -327,44 +332,17 @@ class Inbox:
                 )
             self._room.notify_all()
 
-    # --- the heartbeat
-
-    def _heartbeat_loop(self) -> None:
-        while not self._closed.wait(self._heartbeat_every):
-            try:
-                self.extend_due()
-            except (ClientError, BotoCoreError, S3DrainError):
-                continue  # next beat tries again; the breaker watches the endpoint
-            except BaseException as exc:
-                self._fail(exc)
-                return
+    # --- the heartbeat (events/heartbeat.py)
 
     def extend_due(self) -> None:
-        """One beat: extend every held message whose visibility ends within half a timeout.
-        The heartbeat thread calls it every quarter timeout; tests call it directly."""
-        now = self._clock()
-        with self._lock:
-            due = self._tracker.due(before=now + self._visibility / 2)
-        if not due:
-            return
-        result = calls.change_visibility(
-            self._client, self._queue_url, due, self._visibility, self._settle_retry
+        """One beat, at once: the heartbeat thread's work, for tests."""
+        self._heartbeat.beat()
+
+    def _lost(self, failure: calls.EntryFailure) -> None:
+        self._counts["visibility_lost"] += 1
+        self._note(
+            "visibility-lost", failure.message.message_id, f"{failure.code}: {failure.detail}"
         )
-        with self._lock:
-            for message in result.done:
-                self._tracker.extended(message.message_id, now + self._visibility)
-            for failure in result.failed:
-                if self._tracker.leaving(failure.message.message_id):
-                    continue  # settled and deleted while this beat was on its way: not lost
-                # Its handle went stale: the timeout ran out and someone else holds it now.
-                # Still held, and still deleted once settled; no more beats for it.
-                self._tracker.extended(failure.message.message_id, _NEVER)
-                self._counts["visibility_lost"] += 1
-                self._note(
-                    "visibility-lost",
-                    failure.message.message_id,
-                    f"{failure.code}: {failure.detail}",
-                )
 
     # --- helpers
 
