@@ -22,6 +22,7 @@ from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from s3drain.config.s3 import S3Settings
 from s3drain.errors import ConfigError
+from s3drain.s3.model_cache import CachedJSONFileLoader, cache_folder
 from s3drain.version import __version__
 
 if TYPE_CHECKING:
@@ -78,12 +79,14 @@ class _S3Loader(Loader):
 
 
 def _s3_loader(session: botocore.session.Session) -> Loader:
-    """As botocore's `create_loader`, with `_S3Loader`."""
+    """As botocore's `create_loader`, with `_S3Loader` and the parsed models kept
+    (`model_cache.py`)."""
+    files = CachedJSONFileLoader(cache_folder())
     data_path = session.get_config_variable("data_path")
     if not data_path:
-        return _S3Loader()
+        return _S3Loader(file_loader=files)
     paths = [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)]
-    return _S3Loader(extra_search_paths=paths)
+    return _S3Loader(extra_search_paths=paths, file_loader=files)
 
 
 def parse_timestamp(value: str) -> datetime:

@@ -74,7 +74,9 @@ def _learn(client: S3Client, bucket: str, settings: S3Settings) -> DirectTarget 
         scheme=parts.scheme,
         host=parts.hostname,
         port=parts.port or (443 if parts.scheme == "https" else 80),
-        host_header=headers["host"],
+        # The CRT signer puts Host in the request's headers; botocore's own signer signs the
+        # one urllib3 will send. Either way the signature check below must agree.
+        host_header=headers.get("host") or _host_header(parts.scheme, parts.hostname, parts.port),
         base_path=parts.path[: -len(suffix)],
         region=region,
         ca_file=get_cert_path(verify) if verify is not False else None,
@@ -117,6 +119,15 @@ def _dry_get(client: S3Client, bucket: str) -> tuple[str, dict[str, str]] | None
     if "url" not in seen:
         return None
     return str(seen["url"]), seen["headers"]
+
+
+def _host_header(scheme: str, host: str, port: int | None) -> str:
+    """The Host header of a request to this URL: the default port left out."""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    if port is not None and port != {"http": 80, "https": 443}.get(scheme):
+        return f"{host}:{port}"
+    return host
 
 
 class _EmptyBody(io.BytesIO):
