@@ -351,10 +351,9 @@ def test_a_released_message_whose_object_then_finishes_is_deleted_after_all(
         inbox.settled(refs["ve1"], "done")
         wait_for(lambda: inbox.counters().deleted == 2, what="two deletes after the release")
         counters = inbox.counters()
-        assert (counters.deleted, counters.in_flight) == (2, 0)
-        # At least the four; a receiver whose long poll got one back after the stop hands it
-        # back again, and counts it again (LocalStack does this).
-        assert counters.released >= 4
+        # Four, though a receiver whose long poll got some back after the stop handed them
+        # back again (LocalStack does this): each message is counted once.
+        assert (counters.released, counters.deleted, counters.in_flight) == (4, 2, 0)
     left = sorted(
         json.loads(m["Body"])["Records"][0]["s3"]["object"]["key"]
         + json.loads(m["Body"])["Records"][0]["s3"]["object"]["eTag"]

@@ -99,6 +99,7 @@ class Inbox:
         )
         self._after_release = AfterRelease()
         self._late: dict[str, Message] = {}  # released, then settled: on their way to a delete
+        self._released_ids: set[str] = set()
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
         # ReceiveMessage calls started, and the number of the latest that answered with no
@@ -368,12 +369,15 @@ class Inbox:
             result = calls.change_visibility(
                 self._client, self._queue_url, messages, 0, self._settle_retry
             )
-            released = len(result.done)
         except (ClientError, BotoCoreError, S3DrainError):
-            released = 0  # they come back after their visibility timeout instead
+            return 0  # they come back after their visibility timeout instead
         with self._lock:
-            self._counts["released"] += released
-        return released
+            # A receive still polling at the stop may take one back, to hand it back again:
+            # one message, counted once.
+            ids = {m.message_id for m in result.done} - self._released_ids
+            self._released_ids |= ids
+            self._counts["released"] += len(ids)
+        return len(result.done)
 
     def _note(self, kind: NoteKind, message_id: str, detail: str) -> None:
         if self._on_note is not None:
