@@ -144,5 +144,7 @@ def test_where_the_cache_lives_and_how_it_is_turned_off() -> None:
     assert cache_folder({}) is None  # no home (some cron set-ups): no cache
     for off in ("off", "OFF", "0", "no", "false"):
         assert cache_folder({"HOME": "/home/u", "S3DRAIN_MODEL_CACHE": off}) is None
+    assert cache_folder({"HOME": "/home/u", "s3drain_model_cache": "off"}) is None
+    assert cache_folder({"HOME": "/home/u", "S3DRAIN_MODEL_CACHE": "on"}) is not None
     off_loader = CachedJSONFileLoader(None)
     assert off_loader.load_file(without_ext(S3_MODEL))["metadata"]["serviceId"] == "S3"

@@ -75,3 +75,26 @@ def test_the_cli_sends_its_small_gets_directly(tmp_path: Path, s3_url: str) -> N
     assert sorted(p.name for p in (tmp_path / "base" / "raw").rglob("*.csv")) == ["a.csv", "b.csv"]
     assert "direct GETs in this process" in run.stderr, run.stderr
     assert "every GET goes through botocore" not in run.stderr
+
+
+def test_the_model_cache_setting_is_the_environments(tmp_path: Path, s3_url: str) -> None:
+    """On by default, in XDG_CACHE_HOME; S3DRAIN_MODEL_CACHE=off in the environment is a known
+    name (not 'unknown setting') and writes nothing; in a settings file, where it would be read
+    too late, it is refused with exit 2."""
+    s3 = s3_client(s3_url)
+    fill(s3, {f"{PREFIX}a.csv": b"a"})
+    kept = tmp_path / "cache" / "s3drain" / "botocore-models"
+    off = cli_env(s3_url, XDG_CACHE_HOME=str(tmp_path / "cache"), S3DRAIN_MODEL_CACHE="off")
+    run = run_cli(["drain", *drain_args(tmp_path / "one")], off)
+    assert run.returncode == 0, run.stderr
+    assert not kept.exists()
+    on = cli_env(s3_url, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    run = run_cli(["drain", *drain_args(tmp_path / "two")], on)
+    assert run.returncode == 0, run.stderr
+    assert list(kept.glob("*.pickle"))
+    env_file = tmp_path / "settings.env"
+    env_file.write_text("S3DRAIN_MODEL_CACHE=off\n")
+    run = run_cli(["drain", *drain_args(tmp_path / "three", "--env-file", str(env_file))], on)
+    assert run.returncode == 2, run.stderr
+    assert "read from the environment only" in run.stderr
+    assert "Traceback" not in run.stderr

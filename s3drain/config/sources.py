@@ -84,6 +84,9 @@ SECRET_SETTINGS = frozenset({"secret_access_key", "session_token", "access_key_i
 KNOWN_S3DRAIN_NAMES = frozenset(
     name for names in ENV_NAMES.values() for name in names if name.startswith("S3DRAIN_")
 )
+# Read from the process's environment by the module that needs it, before any settings file:
+# where botocore's parsed models are kept (s3/model_cache.py).
+ENVIRONMENT_ONLY = frozenset({"S3DRAIN_MODEL_CACHE"})
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,19 @@ class Sources:
                     f"settings file {env_file} does not exist",
                     hint="copy config/.env.example to it, or drop --env-file to use flags only",
                 )
+        in_file = sorted(ENVIRONMENT_ONLY & self.dotenv.keys())
+        if in_file:
+            raise ConfigError(
+                f"{in_file[0]} in {env_file} is read from the environment only",
+                hint=f"export it where s3drain is started instead ({in_file[0]}=off)",
+            )
         for layer, where in ((self.environ, "the environment"), (self.dotenv, str(env_file))):
             unknown = sorted(
-                n for n in layer if n.startswith("S3DRAIN_") and n not in KNOWN_S3DRAIN_NAMES
+                n
+                for n in layer
+                if n.startswith("S3DRAIN_")
+                and n not in KNOWN_S3DRAIN_NAMES
+                and n not in ENVIRONMENT_ONLY
             )
             if unknown:
                 raise ConfigError(

@@ -38,7 +38,9 @@ _FORMAT = 1  # bump when what a cache file holds changes
 
 def cache_folder(environ: Mapping[str, str] = os.environ) -> Path | None:
     """Where the parsed models are kept: None when the cache is off or there is no home."""
-    if environ.get("S3DRAIN_MODEL_CACHE", "").strip().lower() in ("off", "0", "no", "false"):
+    # Any case, as the settings' names (config/sources.py) are read.
+    switch = next((v for k, v in environ.items() if k.upper() == "S3DRAIN_MODEL_CACHE"), "")
+    if switch.strip().lower() in ("off", "0", "no", "false"):
         return None
     base = environ.get("XDG_CACHE_HOME") or ""
     if not base:
