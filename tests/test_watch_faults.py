@@ -143,6 +143,14 @@ class HeldGets:
             return self.log.count(("GetObject", key))
 
 
+def watcher_behind(proxy: FaultProxy, base: Path, queue_url: str, s3_url: str) -> CliWatcher:
+    """The CLI watching, its S3 requests through `proxy` (SQS direct), 30 s visibility."""
+    return CliWatcher(
+        cli_args(base, queue_url, "--visibility-timeout", "30", "--reconcile", "0", "--json"),
+        cli_env(proxy.url, AWS_ENDPOINT_URL_SQS=s3_url),
+    )
+
+
 def summary(run: Any) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(run.stdout)
     return document
@@ -203,10 +211,7 @@ def test_a_stop_mid_object_hands_its_message_back_at_once(
     base = tmp_path / "base"
     with FaultProxy(s3_url) as proxy:
         proxy.before_forward = held
-        watcher = CliWatcher(
-            cli_args(base, queue_url, "--visibility-timeout", "30", "--reconcile", "0", "--json"),
-            cli_env(proxy.url, AWS_ENDPOINT_URL_SQS=s3_url),
-        )
+        watcher = watcher_behind(proxy, base, queue_url, s3_url)
         try:
             wait_until(held.holding.is_set, 20, "the GET")
             watcher.send(signal.SIGTERM)
@@ -255,10 +260,7 @@ def test_a_stop_while_a_delete_is_on_its_way_finishes_the_object_and_its_message
     base = tmp_path / "base"
     with FaultProxy(s3_url) as proxy:
         proxy.before_forward = held
-        watcher = CliWatcher(
-            cli_args(base, queue_url, "--visibility-timeout", "30", "--reconcile", "0", "--json"),
-            cli_env(proxy.url, AWS_ENDPOINT_URL_SQS=s3_url),
-        )
+        watcher = watcher_behind(proxy, base, queue_url, s3_url)
         try:
             wait_until(held.holding.is_set, 20, "the delete")
             assert raw_tree(base) == {"delivered.csv": b"delivered before the stop"}
