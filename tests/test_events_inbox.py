@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from s3drain.events import calls
 from s3drain.events.tracker import ObjectRef
 from tests.support.eventkit import (
     Notes,
@@ -360,6 +361,38 @@ def test_a_released_message_whose_object_then_finishes_is_deleted_after_all(
         for m in peek(sqs, queue_url, 1)
     )
     assert left == ["failede1", "ve2"]
+
+
+def test_a_released_message_taken_by_another_watcher_is_not_a_failed_delete(
+    events_url: str, sqs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Released at a stop, a message may go to another consumer before its object is done
+    here: the late delete's handle is stale by then, and SQS may refuse it (AWS answers
+    ReceiptHandleIsInvalid; moto and LocalStack accept it, so the refusal is injected). No
+    failure worth a warning: the other consumer holds the message and finds the object gone.
+    A held message's refused delete still is one."""
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("released"))
+    send(sqs, queue_url, s3_event_body("held"))
+    attempted: list[str] = []
+
+    def stale(client: Any, url: str, messages: Any, retry: Any) -> calls.BatchResult:
+        attempted.extend(json.loads(m.body)["Records"][0]["s3"]["object"]["key"] for m in messages)
+        failed = [calls.EntryFailure(m, "ReceiptHandleIsInvalid", "stale") for m in messages]
+        return calls.BatchResult((), tuple(failed))
+
+    notes = Notes()
+    with running_inbox(events_url, queue_url, visibility_timeout=300, notes=notes) as inbox:
+        found = {ref.key: ref for r in collect(inbox, 2) for ref in r.todo}
+        monkeypatch.setattr(calls, "delete", stale)
+        inbox.settled(found["held"], "done")
+        wait_for(lambda: inbox.counters().delete_failed == 1, what="the held one's refusal")
+        assert inbox.release_unfinished() == 1
+        inbox.settled(found["released"], "done")
+        wait_for(lambda: "released" in attempted, what="the released one's delete")
+        time.sleep(0.2)  # its answer counted, if it were counted
+        assert inbox.counters().delete_failed == 1
+        assert notes.kinds() == ["delete-failed"]
 
 
 def test_receivers_pause_at_max_in_flight(events_url: str, sqs: Any) -> None:

@@ -122,8 +122,10 @@ def test_after_a_release_a_message_is_deleted_only_when_all_it_named_is_done() -
     assert after.settle(a, "done") == []  # b still in hand
     assert after.settle(c, "retry") == []  # failed or cut short: stays released
     assert after.settle(c, "done") == []
-    assert after.settle(b, "done") == [message("two", handle="h2")]  # the newest handle
+    assert after.settle(b, "done") == ["two"]
+    assert after.take("two") == message("two", handle="h2")  # the newest handle
     assert after.settle(b, "done") == []  # once
+    assert after.take("two") is None
 
 
 def test_after_a_release_a_message_held_anew_is_left_to_its_new_hold() -> None:

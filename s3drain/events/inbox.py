@@ -98,7 +98,6 @@ class Inbox:
             (f.name for f in fields(InboxCounters) if f.name not in ("in_flight", "oldest_age")), 0
         )
         self._after_release = AfterRelease()
-        self._late: dict[str, Message] = {}  # released, then settled: on their way to a delete
         self._released_ids: set[str] = set()
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
@@ -138,9 +137,8 @@ class Inbox:
                     back.append(message)
                 else:
                     self._finish(message, verdict)
-            for message in self._after_release.settle(ref, outcome):
-                self._late[message.message_id] = message
-                self._to_delete.put(message.message_id)
+            for message_id in self._after_release.settle(ref, outcome):
+                self._to_delete.put(message_id)
         self._release(back)
 
     def release_unfinished(self) -> int:
@@ -302,13 +300,13 @@ class Inbox:
 
     def _delete(self, ids: list[str]) -> None:
         with self._lock:
-            # The newest receipt handle: the message may have been received again since.
-            # One released at a stop goes with the handle it was released with.
-            messages = [
-                m
-                for m in (self._tracker.message(i) or self._late.pop(i, None) for i in ids)
-                if m is not None
-            ]
+            # The newest receipt handle: the message may have been received again since. One
+            # released at a stop goes with the handle it was released with, and quietly: if its
+            # delete fails, another watcher holds it now, or it comes back to find its object
+            # gone.
+            held = {i: self._tracker.message(i) for i in ids}
+            late = {i: m for i in ids if not held[i] and (m := self._after_release.take(i))}
+            messages = [m for m in (*held.values(), *late.values()) if m is not None]
         try:
             result = calls.delete(self._client, self._queue_url, messages, self._settle_retry)
         except (ClientError, BotoCoreError, S3DrainError) as exc:
@@ -324,6 +322,8 @@ class Inbox:
                 self._tracker.forget(message.message_id)
                 self._counts["deleted"] += 1
             for failure in result.failed:
+                if failure.message.message_id in late:
+                    continue
                 # Not deleted: it comes back after its visibility timeout, and the ledger makes
                 # the second attempt a no-op.
                 self._tracker.forget(failure.message.message_id)

@@ -183,6 +183,7 @@ class AfterRelease:
 
     def __init__(self) -> None:
         self._held: dict[str, tuple[Message, set[ObjectRef]]] = {}
+        self._due: dict[str, Message] = {}  # settled as done: waiting for their delete
 
     def remember(self, message: Message, pending: Iterable[ObjectRef]) -> None:
         refs = set(pending)
@@ -198,9 +199,9 @@ class AfterRelease:
         """Held anew (received before the stop, admitted after it): that hold settles it."""
         self._held.pop(message_id, None)
 
-    def settle(self, ref: ObjectRef, outcome: Outcome) -> list[Message]:
-        """The messages to delete now that `ref` is settled."""
-        ready: list[Message] = []
+    def settle(self, ref: ObjectRef, outcome: Outcome) -> list[str]:
+        """The ids of the messages to delete now that `ref` is settled (`take` gives each)."""
+        ready: list[str] = []
         for message_id, (message, pending) in list(self._held.items()):
             if ref not in pending:
                 continue
@@ -210,5 +211,10 @@ class AfterRelease:
             pending.discard(ref)
             if not pending:
                 del self._held[message_id]
-                ready.append(message)
+                self._due[message_id] = message
+                ready.append(message_id)
         return ready
+
+    def take(self, message_id: str) -> Message | None:
+        """A message `settle` named, as released (or received again since): once."""
+        return self._due.pop(message_id, None)
