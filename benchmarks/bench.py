@@ -6,6 +6,11 @@ filled identically, the contender runs as a child process against the loopback e
 (through the latency proxy or a link relay where the scenario says so), and the result is
 verified: every object on disk with its bytes, nothing else there, the prefix empty.
 
+Repeated runs go in rounds, one run of each contender per round, not one contender's runs back
+to back: this virtual machine has spells of a few seconds in which writing into the page cache
+costs several times its usual CPU (benchmarks/README.md, "CPU per GiB"), and a spell that
+lands on one contender's consecutive runs would move its median and no one else's.
+
 Each run starts with nothing dirty in the page cache (a sync after the fill), and ends with a
 timed sync: what the contender left for the kernel to write is its time to reach the disk.
 """
@@ -117,7 +122,7 @@ class ServerBench:
             return [self.row(scenario, c.name, SKIPPED, note=note) for c in self.config.contenders]
         with self.objects(scenario, prefix) as objects:
             rows = [self.ceiling(scenario, prefix, objects)] if self.config.with_ceiling else []
-            rows += [self.contender(scenario, c, prefix, objects) for c in self.config.contenders]
+            rows += self.contenders(scenario, self.config.contenders, prefix, objects)
         return rows
 
     @contextlib.contextmanager
@@ -148,7 +153,7 @@ class ServerBench:
                     rows.append(bench.ceiling(scenario, prefix, objects))
             for cpus in SCALING_CPUS:
                 bench.cpus = cpus
-                rows += [bench.contender(scenario, c, prefix, objects) for c in wanted]
+                rows += bench.contenders(scenario, wanted, prefix, objects)
         return rows
 
     def row(self, scenario: Scenario, contender: str, status: str, **figures: Any) -> Row:
@@ -202,25 +207,41 @@ class ServerBench:
             server_cpu_seconds=server_cpu,
         )
 
-    def contender(
-        self, scenario: Scenario, contender: Contender, prefix: str, objects: Sequence[ObjectSpec]
-    ) -> Row:
-        exe = self.located[contender.name]
-        if exe is None:
-            self.log(scenario, f"{contender.name}: not installed")
-            return self.row(scenario, contender.name, NOT_INSTALLED, note="not found on PATH")
-        trials = [
-            self.trial(scenario, contender, exe, prefix, objects)
-            for _ in range(self.config.runs(scenario))
-        ]
-        row = aggregate(trials)
-        speed = (
-            f"{row.objects_per_second:,.1f} obj/s, {row.mib_per_second:,.1f} MiB/s"
-            if row.timed
-            else row.note
-        )
-        self.log(scenario, f"{row.label}: {row.status} {speed}")
-        return row
+    def contenders(
+        self,
+        scenario: Scenario,
+        wanted: Sequence[Contender],
+        prefix: str,
+        objects: Sequence[ObjectSpec],
+    ) -> list[Row]:
+        """One row per contender, in ``wanted``'s order; their runs taken in rounds."""
+        installed = [c for c in wanted if self.located[c.name] is not None]
+        trials: dict[str, list[Row]] = {c.name: [] for c in installed}
+        rounds = self.config.runs(scenario)
+        for number in range(1, rounds + 1):
+            for contender in installed:
+                if rounds > 1:
+                    self.log(scenario, f"{contender.name}: run {number} of {rounds}")
+                exe = self.located[contender.name]
+                assert exe is not None
+                trials[contender.name].append(self.trial(scenario, contender, exe, prefix, objects))
+        rows = []
+        for contender in wanted:
+            if contender.name not in trials:
+                self.log(scenario, f"{contender.name}: not installed")
+                rows.append(
+                    self.row(scenario, contender.name, NOT_INSTALLED, note="not found on PATH")
+                )
+                continue
+            row = aggregate(trials[contender.name])
+            speed = (
+                f"{row.objects_per_second:,.1f} obj/s, {row.mib_per_second:,.1f} MiB/s"
+                if row.timed
+                else row.note
+            )
+            self.log(scenario, f"{row.label}: {row.status} {speed}")
+            rows.append(row)
+        return rows
 
     def trial(
         self,

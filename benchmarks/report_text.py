@@ -43,8 +43,9 @@ COLUMN_NOTES = """\
   whether the server could have been the limit; the notes give its share of one core.
 - **(cores N)**: the scaling scenario's contender pinned to those cores; the server is on
   core 0 there.
-- **(median of N)**: N runs of that contender; wall time, CPU and the relay's and the server's
-  CPU are each the median, requests are the median run's, peak RSS the largest of the N.
+- **(median of N)**: N runs of that contender, taken in rounds (one run of each contender per
+  round); wall time, CPU and the relay's and the server's CPU are each the median, requests
+  are the median run's, peak RSS the largest of the N.
 - **link relay**: in the wan and cloud scenarios, the CPU the relay process spent during the
   run (its share of one core over the run's wall time).
 - **result**: `ok` only when the exit code was 0, every object is on disk with the right bytes
