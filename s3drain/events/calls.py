@@ -49,6 +49,11 @@ TRANSIENT_CODES = frozenset(
 _NO_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
+def transient(exc: BaseException) -> bool:
+    """An error that another try may not meet: worth polling or deleting again."""
+    return is_retryable(exc) or error_code(exc) in TRANSIENT_CODES
+
+
 @dataclass(frozen=True)
 class EntryFailure:
     message: Message

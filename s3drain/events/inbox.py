@@ -1,5 +1,6 @@
 """The watcher's side of the queue: receivers long-polling, a heartbeat keeping held messages
-invisible, a deleter removing settled ones in batches, and a stop that hands back the rest.
+invisible (`heartbeat.py`), a deleter removing settled ones in batches (`message_deletes.py`),
+and a stop that hands back the rest.
 
 The watch loop calls `receive()` for batches of messages and the objects to drain, then
 `settled(ref, outcome)` once per object; the inbox deletes a message when everything it names
@@ -26,21 +27,18 @@ from functools import partial
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3drain.config.sqs import SqsSettings
-from s3drain.errors import S3DrainError, describe, error_code
+from s3drain.errors import S3DrainError
 from s3drain.events import calls
 from s3drain.events.admission import Admitter
 from s3drain.events.client import SQSClient
 from s3drain.events.heartbeat import Heartbeat
+from s3drain.events.message_deletes import THREADS as DELETE_THREADS
+from s3drain.events.message_deletes import MessageDeletes
 from s3drain.events.messages import parse_message
 from s3drain.events.report import InboxCounters, Note, NoteKind, Received
 from s3drain.events.tracker import AfterRelease, Message, ObjectRef, Outcome, Tracker, Verdict
 from s3drain.s3.breaker import Breaker
-from s3drain.s3.retry import RetryPolicy, is_retryable
-
-# DeleteMessageBatch calls in flight at once. More would shorten a burst's tail on SQS (10
-# messages a round trip), but moto's SQS loses deletes it answered as done when batches
-# overlap (148 of 2,000 in the bench), and the tests and the bench run on moto.
-_DELETERS = 1
+from s3drain.s3.retry import RetryPolicy
 
 
 class Inbox:
@@ -75,7 +73,6 @@ class Inbox:
         self._wall = wall
         self._visibility = settings.visibility_timeout
         self._heartbeat_every = heartbeat_every or max(0.2, self._visibility / 4)
-        self._delete_window = delete_window
         # Re-entrant: a note's callback may ask for the counters.
         self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
@@ -91,13 +88,28 @@ class Inbox:
             clock=clock,
         )
         self._ready: queue.Queue[list[Received]] = queue.Queue()
-        self._to_delete: queue.Queue[str] = queue.Queue()
         self._admitter = Admitter(bucket, prefix)
         # One count per field of InboxCounters, but the two read off the tracker.
         self._counts = dict.fromkeys(
             (f.name for f in fields(InboxCounters) if f.name not in ("in_flight", "oldest_age")), 0
         )
         self._after_release = AfterRelease()
+        self._deletes = MessageDeletes(
+            client,
+            self._queue_url,
+            self._settle_retry,
+            breaker,
+            self._tracker,
+            self._after_release,
+            self._counts,
+            self._lock,
+            self._room,
+            self._note,
+            self._fail,
+            clock,
+            delete_window,
+            self._closed,
+        )
         self._released_ids: set[str] = set()
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
@@ -111,8 +123,8 @@ class Inbox:
     def start(self) -> None:
         for n in range(self._settings.receivers):
             self._spawn(f"s3drain-receiver_{n}", self._receive_loop)
-        for n in range(_DELETERS):
-            self._spawn(f"s3drain-sqs-deleter_{n}", self._delete_loop)
+        for n in range(DELETE_THREADS):
+            self._spawn(f"s3drain-sqs-deleter_{n}", self._deletes.run)
         beat = partial(self._heartbeat.run, self._heartbeat_every, self._closed, self._fail)
         self._spawn("s3drain-sqs-heartbeat", beat)
 
@@ -138,14 +150,14 @@ class Inbox:
                 else:
                     self._finish(message, verdict)
             for message_id in self._after_release.settle(ref, outcome):
-                self._to_delete.put(message_id)
+                self._deletes.put(message_id)
         self._release(back)
 
     def release_unfinished(self) -> int:
         """Stop receiving, delete what is settled, and make every other held message visible
         again at once, so another watcher takes it now rather than after its timeout."""
         self._stopping.set()
-        self._to_delete.join()  # settled messages are deleted, not released
+        self._deletes.join()  # settled messages are deleted, not released
         return self._release_held()
 
     def close(self, timeout: float = 25.0) -> None:
@@ -159,7 +171,7 @@ class Inbox:
         # A receive that answered just before the stop may have been admitted just after the
         # release above: held, and never to be settled now. Handed back too.
         self._release_held()
-        self._to_delete.join()
+        self._deletes.join()
         self._closed.set()
         for thread in self._threads:
             if not thread.name.startswith("s3drain-receiver"):
@@ -219,7 +231,7 @@ class Inbox:
                     clock=self._clock,
                 )
             except (ClientError, BotoCoreError, S3DrainError) as exc:
-                if self._breaker.tripped is None and self._transient(exc):
+                if self._breaker.tripped is None and calls.transient(exc):
                     continue  # its retries ran out within a blip: poll again
                 self._fail(calls.explain(exc, "ReceiveMessage", self._queue_url, self._breaker))
                 return
@@ -235,10 +247,6 @@ class Inbox:
             batch = [r for r in map(self._admit, messages) if r is not None]
             if batch:
                 self._ready.put(batch)
-
-    @staticmethod
-    def _transient(exc: BaseException) -> bool:
-        return is_retryable(exc) or error_code(exc) in calls.TRANSIENT_CODES
 
     def _admit(self, message: Message) -> Received | None:
         parsed = parse_message(message.body)
@@ -268,70 +276,14 @@ class Inbox:
 
     def _finish(self, message: Message, verdict: Verdict) -> None:
         if verdict == "delete":
-            self._to_delete.put(message.message_id)
+            self._deletes.put(message.message_id)
             return
         self._tracker.forget(message.message_id)
         self._counts["left"] += 1
         self._note("left", message.message_id, "an object it names failed: it comes back later")
         self._room.notify_all()
 
-    # --- the deleter
-
-    def _delete_loop(self) -> None:
-        while not (self._closed.is_set() and self._to_delete.empty()):
-            try:
-                first = self._to_delete.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            ids = [first]
-            deadline = self._clock() + self._delete_window
-            while len(ids) < calls.BATCH:
-                try:
-                    ids.append(self._to_delete.get(timeout=max(0.0, deadline - self._clock())))
-                except queue.Empty:
-                    break
-            try:
-                self._delete(ids)
-            except BaseException as exc:  # a bug: surface it, never strand the waiters
-                self._fail(exc)
-            finally:
-                for _ in ids:
-                    self._to_delete.task_done()
-
-    def _delete(self, ids: list[str]) -> None:
-        with self._lock:
-            # The newest receipt handle: the message may have been received again since. One
-            # released at a stop goes with the handle it was released with, and quietly: if its
-            # delete fails, another watcher holds it now, or it comes back to find its object
-            # gone.
-            held = {i: self._tracker.message(i) for i in ids}
-            late = {i: m for i in ids if not held[i] and (m := self._after_release.take(i))}
-            messages = [m for m in (*held.values(), *late.values()) if m is not None]
-        try:
-            result = calls.delete(self._client, self._queue_url, messages, self._settle_retry)
-        except (ClientError, BotoCoreError, S3DrainError) as exc:
-            failures = [
-                calls.EntryFailure(m, error_code(exc) or "", describe(exc)) for m in messages
-            ]
-            result = calls.BatchResult((), tuple(failures))
-            if self._breaker.tripped is not None or not self._transient(exc):
-                # Denied, or no queue: every later delete would fail the same way.
-                self._fail(calls.explain(exc, "DeleteMessageBatch", self._queue_url, self._breaker))
-        with self._lock:
-            for message in result.done:
-                self._tracker.forget(message.message_id)
-                self._counts["deleted"] += 1
-            for failure in result.failed:
-                if failure.message.message_id in late:
-                    continue
-                # Not deleted: it comes back after its visibility timeout, and the ledger makes
-                # the second attempt a no-op.
-                self._tracker.forget(failure.message.message_id)
-                self._counts["delete_failed"] += 1
-                self._note(
-                    "delete-failed", failure.message.message_id, f"{failure.code}: {failure.detail}"
-                )
-            self._room.notify_all()
+    # --- deleting settled messages: events/message_deletes.py
 
     # --- the heartbeat (events/heartbeat.py)
 
