@@ -1016,6 +1016,15 @@ def test_fits_xml() -> None:
     assert not fits_xml("a\ufffeb") and not fits_xml("a\uffffb") and not fits_xml("a\x01b")
 
 
+def test_fits_xml_is_the_char_production_of_xml_1_0() -> None:
+    production = [(0x9, 0x9), (0xA, 0xA), (0xD, 0xD), (0x20, 0xD7FF), (0xE000, 0xFFFD)]
+    production.append((0x10000, 0x10FFFF))
+    edges = {edge + step for low, high in production for edge in (low, high) for step in (-1, 0, 1)}
+    for code in sorted((edges | set(range(0x100))) & set(range(0x110000))):
+        expected = any(low <= code <= high for low, high in production)
+        assert fits_xml(f"key{chr(code)}.csv") is expected, hex(code)
+
+
 def test_audit_log_failure_stops_deletes_and_the_next_run_catches_up(
     tmp_path: Path, s3mem: S3Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from dotenv import dotenv_values
-
 from s3drain.errors import ConfigError
 from s3drain.units import parse_duration, parse_size
 
@@ -111,6 +109,9 @@ class Sources:
         self.dotenv: dict[str, str] = {}
         if env_file is not None:
             if env_file.is_file():
+                # Imported here: a run without a settings file does not pay for it (3 ms).
+                from dotenv import dotenv_values  # noqa: PLC0415
+
                 try:
                     values = dotenv_values(env_file)
                 except (OSError, UnicodeDecodeError) as exc:

