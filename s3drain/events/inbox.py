@@ -95,20 +95,20 @@ class Inbox:
         )
         self._after_release = AfterRelease()
         self._deletes = MessageDeletes(
-            client,
-            self._queue_url,
-            self._settle_retry,
-            breaker,
-            self._tracker,
-            self._after_release,
-            self._counts,
-            self._lock,
-            self._room,
-            self._note,
-            self._fail,
-            clock,
-            delete_window,
-            self._closed,
+            client=client,
+            queue_url=self._queue_url,
+            retry=self._settle_retry,
+            breaker=breaker,
+            tracker=self._tracker,
+            after_release=self._after_release,
+            counts=self._counts,
+            lock=self._lock,
+            room=self._room,
+            note=self._note,
+            fail=self._fail,
+            clock=clock,
+            window=delete_window,
+            closed=self._closed,
         )
         self._released_ids: set[str] = set()
         self._failure: BaseException | None = None
