@@ -34,20 +34,21 @@ class Inbox:
         self.settled_while_stopping: list[str] = []
         self.started = False
         self.polls = 0
+        self.mark = 0  # the polls when a receive last brought a batch
 
     def start(self) -> None:
         self.started = True
 
     def receive(self, timeout: float | None = None) -> list[Received]:
         self.polls += 1
-        return self.batches.pop(0) if self.batches else []
+        if not self.batches:
+            return []
+        self.mark = self.polls
+        return self.batches.pop(0)
 
-    def polls_started(self) -> int:
-        return self.polls
-
-    def seen_empty_since(self, polls: int) -> bool:
-        # A receive after `polls` found nothing (this fake answers at once).
-        return not self.batches and self.polls > polls
+    def drained(self) -> bool:
+        # A receive after the last batch found nothing (this fake answers at once).
+        return not self.batches and self.polls > self.mark
 
     def settled(self, ref: ObjectRef, verdict: str, *, stopping: bool = False) -> None:
         self.calls.append((ref.key, ref.etag, verdict))

@@ -457,3 +457,71 @@ def test_a_bug_in_a_receiver_surfaces_from_receive(events_url: str, sqs: Any) ->
         with pytest.raises(RuntimeError, match="a bug in the note callback"):
             for _ in range(40):
                 inbox.receive(timeout=0.5)
+
+
+class _ReceiveCalls:
+    """Counts the ReceiveMessage calls a client starts."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def hook(self, client: Any) -> None:
+        client.meta.events.register("before-call.sqs.ReceiveMessage", self._one)
+
+    def _one(self, **_: Any) -> None:
+        self.count += 1
+
+    def settle(self, quiet: float, within: float) -> bool:
+        """Whether a spell of `quiet` seconds without a new call came within `within`."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            before = self.count
+            time.sleep(quiet)
+            if self.count == before:
+                return True
+        return False
+
+
+@pytest.mark.parametrize("rest", [0.0, 30.0])
+def test_once_receivers_rest_on_a_drained_queue_so_the_stop_waits_for_no_poll(
+    events_url: str, sqs: Any, rest: float
+) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("a"))
+    calls_ = _ReceiveCalls()
+    with running_inbox(
+        events_url, queue_url, client_hook=calls_.hook, rest_when_drained=rest
+    ) as inbox:
+        [received] = collect(inbox, 1)
+        inbox.settled(received.todo[0], "done")
+        wait_for(lambda: inbox.counters().deleted == 1, what="the delete")
+        wait_for(inbox.drained, what="two empty answers", timeout=10)
+        if not rest:  # the control: without the rest the receivers keep long-polling
+            assert not calls_.settle(quiet=1.2, within=2.5)
+            return
+        assert calls_.settle(quiet=1.5, within=6), "the receivers went on polling"
+        polls = calls_.count
+        started = time.monotonic()
+        inbox.close(timeout=5)
+        assert time.monotonic() - started < 0.5  # no long poll in flight to wait for
+        assert calls_.count == polls
+
+
+def test_a_receiver_does_not_rest_while_a_message_is_held(events_url: str, sqs: Any) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("a"))
+    calls_ = _ReceiveCalls()
+    with running_inbox(
+        events_url, queue_url, client_hook=calls_.hook, rest_when_drained=30.0
+    ) as inbox:
+        [received] = collect(inbox, 1)
+        wait_for(inbox.drained, what="two empty answers", timeout=10)
+        # Held and not settled: its object may yet fail, and a new message may come meanwhile.
+        assert not calls_.settle(quiet=1.2, within=2.5)
+        send(sqs, queue_url, s3_event_body("b"))
+        [second] = collect(inbox, 1)
+        assert [ref.key for ref in second.todo] == ["b"]
+        inbox.settled(received.todo[0], "done")
+        inbox.settled(second.todo[0], "done")
+        wait_for(lambda: inbox.counters().deleted == 2, what="the deletes")
+        assert calls_.settle(quiet=1.5, within=6), "the receivers went on polling"

@@ -40,6 +40,8 @@ from s3drain.events.tracker import AfterRelease, Message, ObjectRef, Outcome, Tr
 from s3drain.s3.breaker import Breaker
 from s3drain.s3.retry import RetryPolicy
 
+_EMPTY_ANSWERS = 2  # empty answers that prove the queue drained (`Inbox.drained`)
+
 
 class Inbox:
     def __init__(
@@ -56,6 +58,7 @@ class Inbox:
         wall: Callable[[], float] = time.time,
         heartbeat_every: float | None = None,
         delete_window: float = 0.05,
+        rest_when_drained: float = 0.0,
     ) -> None:
         if settings.queue_url is None:
             raise ValueError("the inbox needs settings.queue_url")
@@ -113,10 +116,17 @@ class Inbox:
         self._released_ids: set[str] = set()
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
-        # ReceiveMessage calls started, and the number of the latest that answered with no
-        # message: proof the queue was seen empty (an outage answers nothing at all).
+        # ReceiveMessage calls started, the polls started when the latest answer with messages
+        # came, and those since that answered with none: proof the queue was seen empty (an
+        # outage answers nothing at all).
         self._polls = 0
+        self._mark = 0
+        self._polling: set[int] = set()  # started, not answered yet
         self._empty_polls: deque[int] = deque(maxlen=8)  # the latest that answered empty
+        # --once: a receiver that finds the queue drained and nothing held waits up to this
+        # many seconds for the run's end instead of polling again at once: a poll started just
+        # before the end held the stop for up to a whole long poll.
+        self._rest = rest_when_drained
 
     # --- the loop's side
 
@@ -157,6 +167,8 @@ class Inbox:
         """Stop receiving, delete what is settled, and make every other held message visible
         again at once, so another watcher takes it now rather than after its timeout."""
         self._stopping.set()
+        with self._room:
+            self._room.notify_all()  # a resting receiver ends now
         self._deletes.join()  # settled messages are deleted, not released
         return self._release_held()
 
@@ -186,18 +198,16 @@ class Inbox:
                 oldest_age=None if oldest is None else max(0.0, self._wall() - oldest),
             )
 
-    def polls_started(self) -> int:
-        """ReceiveMessage calls started so far."""
+    def drained(self) -> bool:
+        """Whether two ReceiveMessage calls started after the latest answer that brought
+        messages answered with none: SQS itself said the queue had nothing visible (a receive
+        that failed says nothing). Two, not one: a server may answer one long poll empty while
+        another consumer changes the queue (moto does, under concurrent deletes)."""
         with self._lock:
-            return self._polls
+            return self._empty_since_mark() >= _EMPTY_ANSWERS
 
-    def seen_empty_since(self, polls: int, answers: int = 2) -> bool:
-        """Whether `answers` ReceiveMessage calls started after the first `polls` answered with
-        no message: SQS itself said the queue had nothing visible (a receive that failed says
-        nothing). Two, not one: a server may answer one long poll empty while another consumer
-        changes the queue (moto does, under concurrent deletes)."""
-        with self._lock:
-            return sum(1 for poll in self._empty_polls if poll > polls) >= answers
+    def _empty_since_mark(self) -> int:
+        return sum(1 for poll in self._empty_polls if poll > self._mark)
 
     @property
     def failure(self) -> BaseException | None:
@@ -220,6 +230,7 @@ class Inbox:
                     self._room.wait(0.5)
                 self._polls += 1
                 poll = self._polls
+                self._polling.add(poll)
             try:
                 messages = calls.receive(
                     self._client,
@@ -231,13 +242,20 @@ class Inbox:
                     clock=self._clock,
                 )
             except (ClientError, BotoCoreError, S3DrainError) as exc:
+                with self._lock:
+                    self._polling.discard(poll)
                 if self._breaker.tripped is None and calls.transient(exc):
                     continue  # its retries ran out within a blip: poll again
                 self._fail(calls.explain(exc, "ReceiveMessage", self._queue_url, self._breaker))
                 return
-            if not messages:
-                with self._lock:
+            with self._room:
+                self._polling.discard(poll)
+                if messages:
+                    self._mark = self._polls
+                    self._room.notify_all()  # a resting receiver polls again
+                else:
                     self._empty_polls.append(poll)
+                    self._rest_if_drained()
             if self._stopping.is_set():
                 with self._lock:
                     for message in messages:
@@ -247,6 +265,18 @@ class Inbox:
             batch = [r for r in map(self._admit, messages) if r is not None]
             if batch:
                 self._ready.put(batch)
+
+    def _rest_if_drained(self) -> None:
+        """--once, after an empty answer (with the lock held): rest while nothing is held and
+        the answers in hand with the polls still out can prove the queue drained without this
+        receiver, until the stop, an answer with messages, or `_rest` seconds."""
+        if not self._rest or len(self._tracker):
+            return
+        out = sum(1 for poll in self._polling if poll > self._mark)
+        if self._empty_since_mark() + out < _EMPTY_ANSWERS:
+            return
+        mark = self._mark
+        self._room.wait_for(lambda: self._stopping.is_set() or self._mark != mark, self._rest)
 
     def _admit(self, message: Message) -> Received | None:
         parsed = parse_message(message.body)

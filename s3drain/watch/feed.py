@@ -102,7 +102,6 @@ class EventFeed:
         self._waiting: dict[str, list[_Named]] = {}  # for the key's flight to settle
         self._ready: deque[_Named] = deque()  # released from waiting, to go in next
         self._young: list[tuple[float, _Named]] = []  # (wall time it is old enough, named)
-        self._polls_at_batch = 0  # the inbox's polls started when the last batch was taken
 
     @property
     def inbox(self) -> Inbox | None:
@@ -157,7 +156,6 @@ class EventFeed:
             batch = inbox.receive(timeout=wait)
             if not batch:
                 break
-            self._polls_at_batch = inbox.polls_started()
             named.extend(_named(batch))
             wait = 0.0
         page: list[ObjectRecord] = []
@@ -227,17 +225,13 @@ class EventFeed:
         return True
 
     def _finished(self, inbox: Inbox, next_pass: float) -> bool:
-        """--once: nothing is left in hand and a long poll started after the last batch came
-        back empty (SQS itself saw no visible message; a receive that failed proves nothing)."""
+        """--once: nothing is left in hand and the inbox saw the queue drained: long polls
+        started after the last messages came answered empty (`Inbox.drained`)."""
         if next_pass != float("inf") and self._reconcile > 0:
             return False
         with self._lock:
             busy = self._flights or self._waiting or self._ready or self._young
-        return (
-            not busy
-            and inbox.counters().in_flight == 0
-            and inbox.seen_empty_since(self._polls_at_batch)
-        )
+        return not busy and inbox.counters().in_flight == 0 and inbox.drained()
 
     # --- outcomes (the linker's and the deleter's threads)
 

@@ -25,6 +25,9 @@ from s3drain.watch.settings import WatchSettings
 from s3drain.watch.stats import WatchFigures, WatchStats
 
 STATUS_EVERY = 10.0  # seconds between status lines (when something changed) and metrics files
+# --once: how much longer than a long poll a receiver rests on a drained queue, so the polls
+# still out when it began answer and the feed sees the proof before the rest ends.
+REST_MARGIN = 1.0
 _LOUD_NOTES = frozenset({"bad", "left", "visibility-lost", "delete-failed"})
 _NO_MESSAGES = InboxCounters(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None)
 
@@ -64,6 +67,7 @@ def run_watch(
             retry=RetryPolicy(max_attempts=drain.s3.max_attempts),
             breaker=Breaker(),
             on_note=note,
+            rest_when_drained=settings.sqs.wait_seconds + REST_MARGIN if settings.once else 0.0,
         )
 
     feed = EventFeed(

@@ -107,6 +107,7 @@ def running_inbox(
     heartbeat_every: float | None = None,
     retry: RetryPolicy | None = None,
     client_hook: Callable[[Any], None] | None = None,
+    rest_when_drained: float = 0.0,
     **settings: Any,
 ) -> Iterator[Inbox]:
     """An inbox on `queue_url` with short polls (1 s), started, and closed afterwards."""
@@ -126,6 +127,7 @@ def running_inbox(
         breaker=breaker,
         on_note=notes,
         heartbeat_every=heartbeat_every,
+        rest_when_drained=rest_when_drained,
     )
     inbox.start()
     try:
