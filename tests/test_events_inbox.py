@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import types
 from typing import Any
 
 import pytest
@@ -525,3 +526,93 @@ def test_a_receiver_does_not_rest_while_a_message_is_held(events_url: str, sqs: 
         inbox.settled(second.todo[0], "done")
         wait_for(lambda: inbox.counters().deleted == 2, what="the deletes")
         assert calls_.settle(quiet=1.5, within=6), "the receivers went on polling"
+
+
+class _GatedReceives:
+    """Holds every ReceiveMessage call until the test answers it: "queue" lets it go to the
+    server, "empty" answers it with no message without asking the server."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self.waiting: list[int] = []  # calls held, in the order they came
+        self._answers: dict[int, str] = {}
+        self._calls = 0
+
+    def hook(self, client: Any) -> None:
+        client.meta.events.register("before-call.sqs.ReceiveMessage", self._held)
+
+    def _held(self, **_: Any) -> Any:
+        with self._lock:
+            self._calls += 1
+            call = self._calls
+            self.waiting.append(call)
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: call in self._answers, timeout=30)
+            answer = self._answers.pop(call, "empty")
+        if answer == "queue":
+            return None  # botocore sends it
+        return types.SimpleNamespace(status_code=200, headers={}), {}
+
+    def wait_for_calls(self, count: int) -> list[int]:
+        with self._lock:
+            assert self._lock.wait_for(lambda: len(self.waiting) >= count, timeout=10)
+            return list(self.waiting)
+
+    def answer(self, call: int, how: str) -> None:
+        with self._lock:
+            self.waiting.remove(call)
+            self._answers[call] = how
+            self._lock.notify_all()
+
+    def release_all(self) -> None:
+        with self._lock:
+            for call in self.waiting:
+                self._answers[call] = "empty"
+            self.waiting.clear()
+            self._lock.notify_all()
+
+
+def test_the_queue_is_drained_after_two_empty_answers_one_polled_after_the_messages(
+    events_url: str, sqs: Any
+) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("a"))
+    gate = _GatedReceives()
+    with running_inbox(events_url, queue_url, client_hook=gate.hook, receivers=3) as inbox:
+        try:
+            first, second, third = gate.wait_for_calls(3)
+            gate.answer(first, "queue")  # brings the message
+            [received] = collect(inbox, 1)
+            fourth = gate.wait_for_calls(3)[-1]  # its receiver polls again
+            # Both were waiting when the message came: another took it, which proves nothing.
+            gate.answer(second, "empty")
+            gate.answer(third, "empty")
+            wait_for(lambda: len(gate.waiting) == 3, what="the two receivers polling again")
+            assert not inbox.drained()
+            gate.answer(fourth, "empty")
+            wait_for(inbox.drained, what="the proof", timeout=5)
+            inbox.settled(received.todo[0], "done")
+        finally:
+            gate.release_all()
+
+
+def test_a_poll_waiting_when_the_messages_came_is_one_of_the_two_empty_answers(
+    events_url: str, sqs: Any
+) -> None:
+    queue_url, _ = make_queue(sqs, "q")
+    send(sqs, queue_url, s3_event_body("a"))
+    gate = _GatedReceives()
+    with running_inbox(events_url, queue_url, client_hook=gate.hook, receivers=2) as inbox:
+        try:
+            first, second = gate.wait_for_calls(2)
+            gate.answer(first, "queue")
+            [received] = collect(inbox, 1)
+            third = gate.wait_for_calls(2)[-1]
+            gate.answer(second, "empty")  # waiting already when the message came
+            wait_for(lambda: len(gate.waiting) == 2, what="its receiver polling again")
+            assert not inbox.drained()  # one answer is not the proof
+            gate.answer(third, "empty")  # polled after the message came
+            wait_for(inbox.drained, what="the proof", timeout=5)
+            inbox.settled(received.todo[0], "done")
+        finally:
+            gate.release_all()

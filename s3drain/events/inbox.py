@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import fields, replace
 from functools import partial
 
@@ -116,13 +116,13 @@ class Inbox:
         self._released_ids: set[str] = set()
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
-        # ReceiveMessage calls started, the polls started when the latest answer with messages
-        # came, and those since that answered with none: proof the queue was seen empty (an
-        # outage answers nothing at all).
+        # ReceiveMessage calls started (numbered in order), the number started when the latest
+        # answer with messages came, and those that answered with none since: proof the queue
+        # was seen empty (an outage answers nothing at all).
         self._polls = 0
         self._mark = 0
+        self._empty_since: deque[int] = deque(maxlen=8)  # the latest (the highest numbers)
         self._polling: set[int] = set()  # started, not answered yet
-        self._empty_polls: deque[int] = deque(maxlen=8)  # the latest that answered empty
         # --once: a receiver that finds the queue drained and nothing held waits up to this
         # many seconds for the run's end instead of polling again at once: a poll started just
         # before the end held the stop for up to a whole long poll.
@@ -199,15 +199,17 @@ class Inbox:
             )
 
     def drained(self) -> bool:
-        """Whether two ReceiveMessage calls started after the latest answer that brought
-        messages answered with none: SQS itself said the queue had nothing visible (a receive
-        that failed says nothing). Two, not one: a server may answer one long poll empty while
-        another consumer changes the queue (moto does, under concurrent deletes)."""
+        """Whether two ReceiveMessage calls answered with no message since the latest answer
+        that brought some, one of them started after it: SQS itself said the queue had nothing
+        visible (a receive that failed says nothing). Two, not one: a server may answer one
+        long poll empty while another consumer changes the queue (moto does, under concurrent
+        deletes). One started after: a poll already waiting saw those messages go to another."""
         with self._lock:
-            return self._empty_since_mark() >= _EMPTY_ANSWERS
+            return self._proves_drained(self._empty_since)
 
-    def _empty_since_mark(self) -> int:
-        return sum(1 for poll in self._empty_polls if poll > self._mark)
+    def _proves_drained(self, empty: Iterable[int]) -> bool:
+        polls = list(empty)
+        return len(polls) >= _EMPTY_ANSWERS and any(poll > self._mark for poll in polls)
 
     @property
     def failure(self) -> BaseException | None:
@@ -252,9 +254,10 @@ class Inbox:
                 self._polling.discard(poll)
                 if messages:
                     self._mark = self._polls
+                    self._empty_since.clear()
                     self._room.notify_all()  # a resting receiver polls again
                 else:
-                    self._empty_polls.append(poll)
+                    self._empty_since.append(poll)
                     self._rest_if_drained()
             if self._stopping.is_set():
                 with self._lock:
@@ -272,8 +275,7 @@ class Inbox:
         receiver, until the stop, an answer with messages, or `_rest` seconds."""
         if not self._rest or len(self._tracker):
             return
-        out = sum(1 for poll in self._polling if poll > self._mark)
-        if self._empty_since_mark() + out < _EMPTY_ANSWERS:
+        if not self._proves_drained([*self._empty_since, *self._polling]):
             return
         mark = self._mark
         self._room.wait_for(lambda: self._stopping.is_set() or self._mark != mark, self._rest)
