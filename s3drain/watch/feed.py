@@ -225,8 +225,8 @@ class EventFeed:
         return True
 
     def _finished(self, inbox: Inbox, next_pass: float) -> bool:
-        """--once: nothing is left in hand and the inbox saw the queue drained: long polls
-        started after the last messages came answered empty (`Inbox.drained`)."""
+        """--once: nothing is left in hand and the inbox saw the queue drained: two long polls
+        answered empty since the last messages came, one of them started after (`Inbox.drained`)."""
         if next_pass != float("inf") and self._reconcile > 0:
             return False
         with self._lock:
