@@ -23,8 +23,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from botocore.exceptions import ClientError
-
 from tests.support.localstack_venv import LocalStackUnavailable, ensure_venv
 from tests.support.server import (
     HOST,
@@ -139,14 +137,13 @@ class LocalStackServer:
         env["GATEWAY_LISTEN"] = f"{HOST}:{self.port}"
         env["FILESYSTEM_ROOT"] = str(self._root)
         # LocalStack keeps state under $TMPDIR/localstack whatever FILESYSTEM_ROOT says; this
-        # keeps it in our folder too. (Its S3 store still makes empty per-bucket folders under
-        # /tmp/localstack-s3-storage, a hard-coded path; the objects are anonymous temp files.)
+        # keeps it in our folder too.
         env["TMPDIR"] = str(self._root / "tmp")
         (self._root / "tmp").mkdir()
         with self.log_path.open("ab") as log:
             # Output goes to a file: a pipe nobody reads fills up and then blocks LocalStack.
             return subprocess.Popen(
-                [str(python), "-m", "localstack.runtime.main"],
+                [str(python), "-c", _MAIN_WITH_OWN_S3_STORAGE, str(self._root / "s3-storage")],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -255,21 +252,20 @@ def _empty_and_delete(client: Any, bucket: str) -> None:
             answer = client.delete_objects(Bucket=bucket, Delete={"Objects": doomed})
             if answer.get("Errors"):
                 raise RuntimeError(f"LocalStack reset could not empty {bucket}: {answer}")
-    try:
-        client.delete_bucket(Bucket=bucket)
-    except ClientError as error:
-        if "No such file or directory" not in str(error):
-            raise RuntimeError(f"LocalStack reset could not delete bucket {bucket}") from error
-        # Every LocalStack on the machine keeps a bucket's folder at the same hard-coded path
-        # (S3_STORAGE/<bucket>): another one, deleting its own bucket of this name, took ours.
-        # LocalStack forgets the bucket before it removes the folder, so it is usually gone
-        # already; if not, the folder is all it lacks (the objects are anonymous temp files).
-        if any(b["Name"] == bucket for b in client.list_buckets().get("Buckets", [])):
-            (S3_STORAGE / bucket).mkdir(parents=True, exist_ok=True)
-            client.delete_bucket(Bucket=bucket)
+    client.delete_bucket(Bucket=bucket)
 
 
-S3_STORAGE = Path("/tmp/localstack-s3-storage")  # LocalStack's own, hard-coded
+# LocalStack's S3 keeps a folder per bucket (its multipart parts among them) under one
+# hard-coded path, /tmp/localstack-s3-storage, shared by every LocalStack on the machine: one
+# deleting its bucket "servers" removed another's parts mid-upload (CompleteMultipartUpload
+# failed with ENOENT under pytest -n 3). Each of ours gets its own, set before LocalStack
+# creates its S3 provider.
+_MAIN_WITH_OWN_S3_STORAGE = (
+    "import sys, runpy\n"
+    "import localstack.services.s3.provider as provider\n"
+    "provider.DEFAULT_S3_TMP_DIR = sys.argv.pop(1)\n"
+    "runpy.run_module('localstack.runtime.main', run_name='__main__', alter_sys=True)\n"
+)
 
 
 def main() -> None:
