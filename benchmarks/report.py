@@ -174,24 +174,24 @@ def compact_table(rows: Sequence[Row]) -> str:
 
 
 def scaling_table(rows: Sequence[Row]) -> str | None:
-    """objects/s of each contender on core 1 and on cores 0-1, and the ratio."""
-    names = list(dict.fromkeys(r.contender for r in rows if r.scenario.name == "scaling"))
-    names = [name for name in names if name != CEILING_NAME]
-    if not names:
+    """objects/s of each contender on core 1 and on cores 0-1, and the ratio, server by server."""
+    scaling = [r for r in rows if r.scenario.name == "scaling" and r.contender != CEILING_NAME]
+    pairs = list(dict.fromkeys((r.server, r.contender) for r in scaling))
+    if not pairs:
         return None
     one, two = SCALING_CPUS
     lines = [
-        f"| contender | objects/s on core {one} | objects/s on cores {two} | ratio |",
-        "|---|---|---|---|",
+        f"| server | contender | objects/s on core {one} | objects/s on cores {two} | ratio |",
+        "|---|---|---|---|---|",
     ]
-    for name in names:
+    for server, name in pairs:
         speeds = []
         for cpus in SCALING_CPUS:
             row = next(
                 (
                     r
-                    for r in rows
-                    if r.scenario.name == "scaling" and r.contender == name and r.cpus == cpus
+                    for r in scaling
+                    if r.server == server and r.contender == name and r.cpus == cpus
                 ),
                 None,
             )
@@ -199,9 +199,9 @@ def scaling_table(rows: Sequence[Row]) -> str | None:
                 speeds.append(DASH)
             else:
                 speeds.append(rate(row.objects_per_second) if row.timed else row.status)
-        ratio = scaling_ratio(rows, name)
+        ratio = scaling_ratio(rows, name, server)
         shown = f"{ratio:.2f}{TIMES}" if ratio else DASH
-        lines.append(f"| {name} | {speeds[0]} | {speeds[1]} | {shown} |")
+        lines.append(f"| {server} | {name} | {speeds[0]} | {speeds[1]} | {shown} |")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import compileall
 import contextlib
 import dataclasses
 import datetime
+import functools
 import os
 import shlex
 import shutil
@@ -43,6 +44,7 @@ from benchmarks.config import (
 )
 from benchmarks.destfs import Destination, destination
 from benchmarks.linkcheck import CHECK_BYTES, check_link
+from benchmarks.memory import OwnMemory
 from benchmarks.results import CEILING_NAME, Row
 from benchmarks.s3 import target_from_environment
 from benchmarks.scenarios import (
@@ -74,6 +76,7 @@ _COUNTING = {
     "seaweedfs": "from SeaweedFS's Prometheus metrics (`SeaweedFS_s3_request_total` by type; "
     "no proxy in the path); in the watch scenario SQS is a moto of its own, its requests "
     "counted from its log, by action",
+    "memory": "by the server itself, by operation (`GET /_bench/counts`; no proxy in the path)",
     "external": "by a counting proxy (latency 0) in front of the endpoint, where it is plain HTTP",
 }
 _COUNTING["moto"] = _COUNTING["moto-aws-like"]
@@ -114,6 +117,8 @@ class _Servers:
                 return
             self.versions["server: seaweedfs"] = seaweed.version(self.weed)
             backend = OwnSeaweed(self.weed, config.workdir / "seaweed", config.bucket).start()
+        elif name == "memory":
+            backend = OwnMemory(config.bucket).start()
         else:
             moto_server = OwnMoto(config.workdir, config.bucket, aws_like=name == "moto-aws-like")
             backend = moto_server.start()
@@ -125,12 +130,16 @@ class _Servers:
             backend.close()
 
     @contextlib.contextmanager
-    def pinned(self, cpus: str) -> Iterator[Backend]:
-        """A SeaweedFS server of its own pinned to ``cpus`` (the scaling scenario)."""
-        assert self.weed is not None
-        backend = OwnSeaweed(
-            self.weed, self.config.workdir / "seaweed", self.config.bucket, cpus=cpus
-        ).start()
+    def pinned(self, name: str, cpus: str) -> Iterator[Backend]:
+        """A server of its own of the kind ``name`` pinned to ``cpus`` (the scaling scenario)."""
+        backend: Backend
+        if name == "memory":
+            backend = OwnMemory(self.config.bucket, cpus=cpus).start()
+        else:
+            assert self.weed is not None
+            backend = OwnSeaweed(
+                self.weed, self.config.workdir / "seaweed", self.config.bucket, cpus=cpus
+            ).start()
         try:
             yield backend
         finally:
@@ -175,7 +184,11 @@ def run_bench(config: BenchConfig, command: str = "python -m benchmarks.run") ->
                     log(f"{name}: not installed; its scenarios are skipped")
                     rows += not_installed_rows(name, scenarios, "weed not found: make bench-tools")
                     continue
-                pinned = servers.pinned if name == "seaweedfs" else None
+                pinned = (
+                    functools.partial(servers.pinned, name)
+                    if name in ("seaweedfs", "memory")
+                    else None
+                )
                 bench = ServerBench(config, backend, dest.root, path, pinned)
                 if not versions:
                     versions = _versions(bench)

@@ -415,3 +415,38 @@ def test_a_smoke_run_on_seaweedfs_counts_requests_and_server_cpu(tmp_path: Path)
     text = report.results_markdown(result.rows, result.info)
     assert "## The same comparisons until the bytes are on disk" in text
     assert f"| small on seaweedfs, until on disk: obj/s ≥ 1{TIMES} the best peer | — |" in text
+
+
+def test_a_smoke_run_on_the_memory_server_counts_by_operation_and_scales(tmp_path: Path) -> None:
+    config = BenchConfig(
+        scenarios=(SMOKE["small"], SMOKE["small-cloud"], SMOKE["scaling"]),
+        contenders=(S3DRAIN, NAIVE),
+        workdir=tmp_path,
+        servers=("memory",),
+        timeout=120.0,
+        ceiling_levels=(4,),
+    )
+    result = run_bench(config, command="pytest")
+    rows = {(row.scenario.name, row.label): row for row in result.rows}
+    assert {row.server for row in result.rows} == {"memory"}
+    for scenario in ("small", "small-cloud"):
+        assert rows[(scenario, CEILING_NAME)].status == CEILING
+        for name in ("s3drain", "naive"):
+            row = rows[(scenario, name)]
+            assert row.status == OK, row.note
+            counts = dict(row.requests or ())
+            assert counts["GetObject"] == row.scenario.count
+            # Measured (50 objects can take less than one clock tick of this server's CPU).
+            assert row.server_cpu_seconds is not None and row.server_cpu_seconds >= 0
+        # s3drain's deletes are batched (the server honours DeleteObjects' per-key ETag); the
+        # naive loop deletes each object.
+        assert dict(rows[(scenario, "s3drain")].requests or ())["DeleteObjects"] < 5
+        assert dict(rows[(scenario, "naive")].requests or ())["DeleteObject"] >= 50
+    # The scaling runs: the server pinned apart, s3drain on core 1 and then on cores 0-1.
+    assert rows[("scaling", "s3drain (core 1)")].status == OK
+    assert rows[("scaling", "s3drain (cores 0-1)")].status == OK
+    text = report.results_markdown(result.rows, result.info)
+    assert "**memory**: the bench's in-memory S3 endpoint" in text
+    assert "| memory | s3drain | " in text  # the scaling table, by server
+    assert "| small on memory: obj/s ≥ 1.5" in text
+    assert "| scaling on memory (server on core 0): cores 0-1 ≥ 1.6" in text
