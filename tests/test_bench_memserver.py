@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from benchmarks.memory import OwnMemory
 from benchmarks.memwire import byte_range, dechunk, page
 from benchmarks.s3 import S3Client, make_client
+from tests.support.endpoints import answer as _answer
 
 BUCKET = "mem"
 WRONG_ETAG = '"' + "0" * 32 + '"'
@@ -46,17 +46,8 @@ def client(server: OwnMemory) -> Iterator[S3Client]:
         s3.close()
 
 
-def _error(call: Any) -> str:
-    try:
-        call()
-    except ClientError as exc:
-        status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
-        return f"{status} {exc.response['Error'].get('Code')}"
-    return "ok"
-
-
 def _exists(client: S3Client, key: str) -> bool:
-    return _error(lambda: client.head_object(Bucket=BUCKET, Key=key)) == "ok"
+    return _answer(lambda: client.head_object(Bucket=BUCKET, Key=key)) == "ok"
 
 
 def _put(client: S3Client, key: str, body: bytes = b"payload") -> str:
@@ -72,7 +63,7 @@ def test_delete_object_if_match_refuses_another_etag_and_keeps_the_object(
 ) -> None:
     etag = _put(client, "k")
     call = lambda: client.delete_object(Bucket=BUCKET, Key="k", IfMatch=WRONG_ETAG)  # noqa: E731
-    assert _error(call) == "412 PreconditionFailed"
+    assert _answer(call) == "412 PreconditionFailed"
     assert _exists(client, "k")
     client.delete_object(Bucket=BUCKET, Key="k", IfMatch=etag)
     assert not _exists(client, "k")
@@ -82,8 +73,8 @@ def test_delete_object_if_match_on_a_missing_key_is_404_and_plain_delete_is_ok(
     client: S3Client,
 ) -> None:
     call = lambda: client.delete_object(Bucket=BUCKET, Key="gone", IfMatch=WRONG_ETAG)  # noqa: E731
-    assert _error(call) == "404 NoSuchKey"
-    assert _error(lambda: client.delete_object(Bucket=BUCKET, Key="gone")) == "ok"
+    assert _answer(call) == "404 NoSuchKey"
+    assert _answer(lambda: client.delete_object(Bucket=BUCKET, Key="gone")) == "ok"
 
 
 @pytest.mark.parametrize("quiet", [False, True])
@@ -169,17 +160,17 @@ def test_ranged_gets(client: S3Client, span: str, expected: bytes) -> None:
 def test_a_range_past_the_end_is_416(client: S3Client) -> None:
     _put(client, "r", b"0123456789")
     call = lambda: client.get_object(Bucket=BUCKET, Key="r", Range="bytes=10-20")  # noqa: E731
-    assert _error(call) == "416 InvalidRange"
+    assert _answer(call) == "416 InvalidRange"
 
 
 def test_conditional_gets(client: S3Client) -> None:
     etag = _put(client, "c", b"body")
     assert client.get_object(Bucket=BUCKET, Key="c", IfMatch=etag)["Body"].read() == b"body"
     call = lambda: client.get_object(Bucket=BUCKET, Key="c", IfMatch=WRONG_ETAG)  # noqa: E731
-    assert _error(call) == "412 PreconditionFailed"
+    assert _answer(call) == "412 PreconditionFailed"
     call = lambda: client.get_object(Bucket=BUCKET, Key="c", IfNoneMatch=etag)  # noqa: E731
-    assert _error(call) == "304 304"  # no body, as S3's 304: botocore names it by its status
-    assert _error(lambda: client.get_object(Bucket=BUCKET, Key="none")) == "404 NoSuchKey"
+    assert _answer(call) == "304 304"  # no body, as S3's 304: botocore names it by its status
+    assert _answer(lambda: client.get_object(Bucket=BUCKET, Key="none")) == "404 NoSuchKey"
 
 
 def test_a_put_stores_the_bytes_md5_etag_and_the_checksum_it_was_sent(client: S3Client) -> None:
@@ -217,9 +208,9 @@ def test_a_presigned_get_and_unknown_operations(client: S3Client, server: OwnMem
     with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - loopback http
         assert answer.read() == b"signed"
     call = lambda: client.get_object_tagging(Bucket=BUCKET, Key="p")  # noqa: E731
-    assert _error(call) == "501 NotImplemented"
+    assert _answer(call) == "501 NotImplemented"
     call = lambda: client.list_objects_v2(Bucket="no-such-bucket")  # noqa: E731
-    assert _error(call) == "404 NoSuchBucket"
+    assert _answer(call) == "404 NoSuchBucket"
 
 
 def test_requests_on_one_connection_are_answered_in_order(

@@ -13,13 +13,14 @@ from __future__ import annotations
 import base64
 import os
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.support.endpoints import S3Endpoint
+from tests.support.endpoints import answer as _answer
 from tests.support.server import S3Client
 
 BUCKET = "servers"
@@ -34,16 +35,6 @@ def _check(endpoint: S3Endpoint, expected: Mapping[str, str | None], observed: s
         f"{endpoint.name} now answers {observed!r}; pinned {want!r} (AWS: {expected['aws']!r}). "
         "If a server upgrade changed this, update this table and docs/compatibility.md."
     )
-
-
-def _answer(call: Callable[[], Any]) -> str:
-    """'ok' or the HTTP status and S3 error code of a call."""
-    try:
-        call()
-    except ClientError as error:
-        status = error.response["ResponseMetadata"]["HTTPStatusCode"]
-        return f"{status} {error.response['Error'].get('Code')}"
-    return "ok"
 
 
 def _exists(client: S3Client, key: str, bucket: str = BUCKET) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from tests.support.server import S3Client, s3_client
 
@@ -37,3 +40,13 @@ class S3Endpoint:
 
     def __repr__(self) -> str:
         return f"S3Endpoint({self.name!r}, {self.url!r})"
+
+
+def answer(call: Callable[[], Any]) -> str:
+    """'ok' or the HTTP status and S3 error code of a call."""
+    try:
+        call()
+    except ClientError as error:
+        status = error.response["ResponseMetadata"]["HTTPStatusCode"]
+        return f"{status} {error.response['Error'].get('Code')}"
+    return "ok"
