@@ -229,6 +229,16 @@ def test_requests_on_one_connection_are_answered_in_order(
         connection.close()
 
 
+def test_a_body_of_unknown_length_is_refused_not_misread(server: OwnMemory) -> None:
+    host, port = server.target.endpoint_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("PUT", f"/{BUCKET}/chunked", body=iter([b"abc"]))
+        assert connection.getresponse().status == 411
+    finally:
+        connection.close()
+
+
 def test_requests_are_counted_by_operation(client: S3Client, server: OwnMemory) -> None:
     mark = server.count_mark()
     etag = _put(client, "n")
