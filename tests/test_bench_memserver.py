@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -231,12 +232,14 @@ def test_requests_on_one_connection_are_answered_in_order(
 
 def test_a_body_of_unknown_length_is_refused_not_misread(server: OwnMemory) -> None:
     host, port = server.target.endpoint_url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        connection.request("PUT", f"/{BUCKET}/chunked", body=iter([b"abc"]))
-        assert connection.getresponse().status == 411
-    finally:
-        connection.close()
+    request = (
+        f"PUT /{BUCKET}/chunked HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "3\r\nabc\r\n0\r\n\r\n"
+    )
+    # The whole request in one write: the server answers and hangs up at once.
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request.encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 411 ")
 
 
 def test_requests_are_counted_by_operation(client: S3Client, server: OwnMemory) -> None:
