@@ -107,7 +107,8 @@ class Connection(asyncio.Protocol):
         return True
 
     def _send(self, response: Response, head: bool) -> None:
-        length = response.length if response.length is not None else len(response.body)
+        """The answer; to a HEAD, the GET's answer without its body (its length kept)."""
+        length = len(response.body)
         lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}"]
         lines += [f"{name}: {value}" for name, value in response.headers]
         lines.append("x-amz-request-id: 0")

@@ -71,8 +71,6 @@ class Response:
     status: int
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | memoryview = b""
-    # HEAD answers carry the object's length with no body.
-    length: int | None = None
 
 
 def _xml(root: str, inner: str) -> bytes:
@@ -134,8 +132,6 @@ class Store:
             self.buckets[name] = Bucket(name)
             return Response(200, (("Location", f"/{name}"),))
         if bucket is None:
-            if method == "HEAD":
-                return Response(404)
             return error(404, "NoSuchBucket", "The specified bucket does not exist")
         if method == "HEAD":
             return Response(200, (("x-amz-bucket-region", "us-east-1"),))
@@ -267,18 +263,13 @@ class Store:
         return error(501, "NotImplemented", f"{method} on an object is not implemented")
 
     def _get(self, request: Request, bucket: Bucket, key: str) -> Response:
-        head = request.method == "HEAD"
         item = bucket.objects.get(key)
         if item is None:
-            return (
-                Response(404)
-                if head
-                else error(404, "NoSuchKey", "The specified key does not exist.", key)
-            )
+            return error(404, "NoSuchKey", "The specified key does not exist.", key)
         headers = request.headers
         wanted = headers.get("if-match")
         if wanted is not None and not same_etag(wanted, item.etag):
-            return Response(412) if head else error(412, "PreconditionFailed", "If-Match failed")
+            return error(412, "PreconditionFailed", "If-Match failed")
         unwanted = headers.get("if-none-match")
         if unwanted is not None and same_etag(unwanted, item.etag):
             return Response(304, (("ETag", item.etag),))
@@ -297,9 +288,7 @@ class Store:
             start, end = bounds
             answer.append(("Content-Range", f"bytes {start}-{end}/{size}"))
             body = memoryview(item.body)[start : end + 1]
-            return Response(
-                206, tuple(answer), b"" if head else body, end + 1 - start if head else None
-            )
+            return Response(206, tuple(answer), body)
         if (
             item.checksum is not None
             and headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
@@ -309,7 +298,7 @@ class Store:
                 (f"x-amz-checksum-{algorithm}", value),
                 ("x-amz-checksum-type", "FULL_OBJECT"),
             ]
-        return Response(200, tuple(answer), b"" if head else item.body, size if head else None)
+        return Response(200, tuple(answer), item.body)
 
     def _delete(self, request: Request, bucket: Bucket, key: str) -> Response:
         wanted = request.headers.get("if-match")
