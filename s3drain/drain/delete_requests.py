@@ -11,14 +11,17 @@ Each delete names exactly the object that was verified, as far as the server all
     none          no condition (--no-conditional-delete on an unversioned bucket)
 
 An object is reported "deleted" only when S3 confirmed it; every per-key error leaves it in S3
-and says why (412: `changed`, the newer version stays).
+and says why (412: `changed`, the newer version stays). A delete whose every attempt failed in a
+way that may have reached S3 (a lost answer, a timeout, a 5xx) is settled by asking S3 whether
+the object is still there (`s3/object_state.py`): a run that ends leaves no object gone from S3
+without the line that says so, unless S3 stopped answering (then the next run asks).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
@@ -29,7 +32,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3drain.errors import ConfigError, S3DrainError, describe, error_code, http_status
 from s3drain.records import ObjectRecord, Outcome, Status
 from s3drain.s3.client import S3Client
-from s3drain.s3.retry import RETRYABLE_CODES, RetryPolicy
+from s3drain.s3.object_state import object_state
+from s3drain.s3.retry import RETRYABLE_CODES, RetryPolicy, is_retryable
 
 MAX_BATCH = 1000  # the DeleteObjects limit
 DELETE_STREAMS = 4  # DeleteObjects requests of one batch in flight at once
@@ -74,6 +78,25 @@ def fits_xml(key: str) -> bool:
 
 
 _CHANGED = "overwritten in S3 after it was verified; the new version stays in S3"
+CHECKS = 8  # HEADs side by side when a whole DeleteObjects went unanswered
+
+
+def left_s3(why: str) -> str:
+    """A version gone from an unversioned key that now holds a newer upload, after a delete of
+    it went unanswered: whether the delete or the upload came first, S3 cannot say. Not
+    "deleted" (the key is not empty), and said plainly; its bytes were delivered either way."""
+    return (
+        f"left S3 while its delete was in flight ({why}): the key now holds a newer upload, "
+        "which stays; whether this version was deleted or overwritten first, S3 cannot tell; "
+        "its bytes were delivered"
+    )
+
+
+def kept(why: str) -> str:
+    return (
+        f"overwritten while its delete was in flight ({why}): this version was not deleted and "
+        "stays in the bucket's history; the newer upload stays"
+    )
 
 
 @dataclass(frozen=True)
@@ -139,10 +162,11 @@ class Sender:
                 )
             except (ClientError, BotoCoreError) as exc:
                 self._request_failed(exc, "DeleteObjects")
-                return results + _failed_all(pending.values(), exc)
+                return results + self._unanswered(list(pending.values()), exc)
             confirmed = {d.get("Key") for d in response.get("Deleted", [])}
             errors = {e.get("Key"): e for e in response.get("Errors", [])}
             retry_later: dict[str, Outcome] = {}
+            unconfirmed: list[Outcome] = []
             for key, outcome in pending.items():
                 if key in confirmed:
                     results.append(self._deleted(outcome))
@@ -153,7 +177,8 @@ class Sender:
                     else:
                         results.append(verdict)
                 else:
-                    results.append(_failed(outcome, "S3 did not confirm the delete"))
+                    unconfirmed.append(outcome)
+            results += self._unanswered(unconfirmed, "S3 did not confirm the delete")
             if len(errors) == len(pending) and all(
                 e.get("Code") == "AccessDenied" for e in errors.values()
             ):
@@ -161,7 +186,8 @@ class Sender:
             pending = retry_later
             if pending:
                 self.retry.pause(min(self.retry.cap_seconds, self.retry.base_seconds * 2**attempt))
-        return results + [_failed(o, "delete kept failing; left in S3") for o in pending.values()]
+        # A per-key 5xx may have been carried out all the same.
+        return results + self._unanswered(list(pending.values()), "delete kept failing")
 
     def _per_key_error(
         self, outcome: Outcome, error: Mapping[str, Any], attempt: int
@@ -204,9 +230,9 @@ class Sender:
                 # and the local copy holds its bytes.
                 return replace(outcome, deleted=True, detail="already gone from S3")
             self._request_failed(exc, "DeleteObject")
-            return _failed_all([outcome], exc)[0]
+            return self._unanswered([outcome], exc)[0]
         except BotoCoreError as exc:
-            return _failed_all([outcome], exc)[0]
+            return self._unanswered([outcome], exc)[0]
         return self._deleted(outcome)
 
     def _head(self, record: ObjectRecord) -> Mapping[str, Any]:
@@ -241,6 +267,48 @@ class Sender:
         if not version:
             return _failed(outcome, "the bucket is versioned but S3 named no version")
         return replace(outcome, record=replace(outcome.record, version_id=version))
+
+    # -- deletes without an answer ---------------------------------------------------------------
+
+    def _unanswered(
+        self, outcomes: Sequence[Outcome], failure: BaseException | str
+    ) -> list[Outcome]:
+        """Deletes whose every attempt failed. One S3 refused (403, 400, ...) was not carried
+        out. One that may have reached S3 (its answer lost, a timeout, a 5xx) is settled by
+        asking S3 whether the object is still there; without an answer it stays unconfirmed,
+        and the ledger keeps it in flight for the next run to ask."""
+        if isinstance(failure, BaseException) and not is_retryable(failure):
+            return _failed_all(outcomes, failure)
+        why = failure if isinstance(failure, str) else describe(failure)
+        if len(outcomes) <= 1:
+            return [self._settle_unanswered(o, why) for o in outcomes]
+        # Not self.pool: a whole batch may itself be running there, waiting on these.
+        with ThreadPoolExecutor(CHECKS, thread_name_prefix="s3drain-check") as checks:
+            return list(checks.map(partial(self._settle_unanswered, why=why), outcomes))
+
+    def _settle_unanswered(self, outcome: Outcome, why: str) -> Outcome:
+        record = outcome.record
+        state = object_state(
+            self.client,
+            self.bucket,
+            self.retry,
+            key=record.key,
+            etag=record.etag,
+            version_id=record.version_id,
+        )
+        lost = f"its answer was lost: {why}"
+        if state == "deleted":
+            return replace(outcome, deleted=True, detail=f"deleted: S3 no longer holds it ({lost})")
+        if state == "changed":
+            detail = (left_s3 if record.version_id is None else kept)(lost)
+            return replace(outcome, status=Status.CHANGED, detail=detail, deleted=False)
+        if state == "there":
+            return _failed(outcome, f"delete failed: {why}; the object is still in S3")
+        return _failed(
+            outcome,
+            f"delete unconfirmed: {why}; S3 may have carried it out and did not say: the next "
+            "run asks S3 and records its answer",
+        )
 
     def _deleted(self, outcome: Outcome) -> Outcome:
         if self.guard is DeleteGuard.VERSION_ID:

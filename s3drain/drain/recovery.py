@@ -17,33 +17,17 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
-from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from s3drain.errors import http_status
+from s3drain.drain.delete_requests import kept, left_s3
 from s3drain.local.fs import LocalFS
 from s3drain.local.ledger import Ledger
 from s3drain.local.ledger_rows import Delivery
 from s3drain.records import FileId, Outcome, Status
 from s3drain.s3.client import S3Client
+from s3drain.s3.object_state import object_state
 from s3drain.s3.retry import RetryPolicy
 
-_GONE = (404, 405)  # 405: the key's current version is a delete marker
-
-# A 412 for a delete in flight, in an unversioned bucket: this version is gone from the key,
-# but whether by the killed run's delete or by the upload now there, S3 cannot say. Not
-# "deleted" (the key is not empty), and said plainly; its bytes were delivered either way.
-LEFT_S3 = (
-    "left S3 while its delete was in flight (a run was stopped): the key now holds a newer "
-    "upload, which stays; whether this version was deleted or overwritten first, S3 cannot "
-    "tell; its bytes were delivered"
-)
-KEPT = (
-    "overwritten while its delete was in flight (a run was stopped): this version was not "
-    "deleted and stays in the bucket's history; the newer upload stays"
-)
+STOPPED = "a run was stopped"
 
 
 @dataclass(frozen=True)
@@ -94,48 +78,6 @@ def _still_there(delivery: Delivery) -> bool:
     return stat.S_ISREG(info.st_mode) and FileId.of(info) == delivery.file
 
 
-def _ask(client: S3Client, bucket: str, retry: RetryPolicy, delivery: Delivery) -> str | None:
-    """`deleted`, `changed`, `there` (unchanged, never deleted), or None (no answer)."""
-    params: dict[str, Any] = {
-        "Bucket": bucket,
-        "Key": delivery.key,
-        "IfMatch": f'"{delivery.etag}"',
-    }
-    try:
-        answer = retry.run(f"HeadObject {delivery.key}", partial(client.head_object, **params))
-    except ClientError as exc:
-        status = http_status(exc)
-        if status in _GONE:
-            return "deleted"
-        if status != 412:
-            return None
-    except BotoCoreError:
-        return None
-    else:
-        # A server that ignores If-Match on HEAD answers for whatever is at the key.
-        if str(answer.get("ETag") or "").strip('"') in ("", delivery.etag):
-            return "there"
-    if delivery.version_id is None:
-        return "changed"
-    # Another version is current: was ours deleted by its VersionId, or overwritten?
-    try:
-        retry.run(
-            f"HeadObject {delivery.key} version {delivery.version_id}",
-            partial(
-                client.head_object,
-                Bucket=bucket,
-                Key=delivery.key,
-                VersionId=delivery.version_id,
-            ),
-        )
-    except ClientError as exc:
-        return "deleted" if http_status(exc) in (*_GONE, 400) else None
-    except BotoCoreError:
-        return None
-    else:
-        return "changed"
-
-
 def recover(
     ledger: Ledger,
     client: S3Client,
@@ -159,7 +101,14 @@ def recover(
                 dropped += 1
             continue
         if delivery.delete_state == "sending":
-            answer = _ask(client, bucket, retry, delivery)
+            answer = object_state(
+                client,
+                bucket,
+                retry,
+                key=delivery.key,
+                etag=delivery.etag,
+                version_id=delivery.version_id,
+            )
             if answer is None:
                 unanswered += 1
                 continue
@@ -176,7 +125,7 @@ def recover(
                 detail = "delete confirmed after an interrupted run"
             else:
                 # With a version id S3 could tell: that version is still in the bucket.
-                detail = LEFT_S3 if delivery.version_id is None else KEPT
+                detail = (left_s3 if delivery.version_id is None else kept)(STOPPED)
             record(_outcome(delivery, deleted=deleted, detail=detail))
         audited.append(delivery.id)
     if can_record():

@@ -112,7 +112,8 @@ class RetryPolicy:
         else:
             time.sleep(seconds)
 
-    def _stopped(self) -> bool:
+    def stopped(self) -> bool:
+        """Ctrl-C (where this policy heeds it) or a tripped breaker: no new attempt starts."""
         if self.stop_event is not None and self.stop_event.is_set():
             return True
         return self.breaker is not None and self.breaker.tripped is not None
@@ -122,7 +123,7 @@ class RetryPolicy:
         last_error: list[BaseException] = []
 
         def attempt() -> T:
-            if last_error and self._stopped():
+            if last_error and self.stopped():
                 raise last_error[0]  # stopped during the backoff: no new attempt
             try:
                 result = step()
@@ -155,7 +156,7 @@ class RetryPolicy:
                 raise first.pop()
             return attempt()
 
-        stop = stop_after_attempt(self.max_attempts) | _StopWhen(self._stopped)
+        stop = stop_after_attempt(self.max_attempts) | _StopWhen(self.stopped)
         retrying = Retrying(
             stop=stop,
             wait=self._wait,
