@@ -204,6 +204,16 @@ def add_drain_options(drain: argparse.ArgumentParser) -> None:
         "(S3DRAIN_PROCESSES)",
     )
     drain.add_argument(
+        "--lanes",
+        metavar="N",
+        help="whole pipelines side by side, one process each, every one over its own hash "
+        "share of the keys, into the same folders, ledger and audit log (default auto: from "
+        "four usable cores up, one per core, up to 8, when the prefix's first listing page "
+        "is full and its objects average below 256KiB; else 1). One interpreter runs Python "
+        "on one core at a time; lanes give small objects the others. Not with --max-objects, "
+        "--max-bytes, --max-delete or --shard, not in a dry run or `watch` (S3DRAIN_LANES)",
+    )
+    drain.add_argument(
         "--pin",
         choices=("auto", "off"),
         help="auto (default): with two usable cores and no fetch processes, keep the run's "

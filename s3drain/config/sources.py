@@ -32,6 +32,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "ledger_retention": ("S3DRAIN_LEDGER_RETENTION",),
     "workers": ("S3DRAIN_WORKERS",),
     "processes": ("S3DRAIN_PROCESSES",),
+    "lanes": ("S3DRAIN_LANES",),
     "pin": ("S3DRAIN_PIN",),
     "delete_mode": ("S3DRAIN_DELETE_MODE",),
     "conditional_delete": ("S3DRAIN_CONDITIONAL_DELETE",),

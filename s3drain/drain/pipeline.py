@@ -14,7 +14,10 @@ from s3drain.drain.direct_setup import set_up_direct
 from s3drain.drain.dispatch import dispatch
 from s3drain.drain.fanout import FanOut, StreamPolicy
 from s3drain.drain.fetch import Fetcher
+from s3drain.drain.filters import Shard
 from s3drain.drain.guard import GuardChoice, choose_guard, probed
+from s3drain.drain.lane_wire import LaneRole
+from s3drain.drain.lanes import FirstPage, LaneStart, lane_count, lane_listing, run_lanes
 from s3drain.drain.linker import Linker
 from s3drain.drain.recovery import recover
 from s3drain.drain.reporter import Reporter
@@ -57,6 +60,14 @@ def _guard(
     return choice
 
 
+def _lane_guard(lane: LaneRole, reporter: Reporter) -> GuardChoice | None:
+    """A lane's guard: chosen (and said) by the run that started it."""
+    if lane.guard is not None:
+        probe = lane.guard.probe
+        reporter.delete_guard(lane.guard.guard.value, probe.describe() if probe else None)
+    return lane.guard
+
+
 def _finish_interrupted(
     settings: DrainSettings,
     *,
@@ -97,9 +108,14 @@ def run_pipeline(
     counter: RequestCounter | None = None,
     feed: Feed | None = None,
     own_process: bool = False,
+    lane: LaneRole | None = None,
+    lock_fd: int | None = None,
+    run_id: str = "",
+    audit_ready: Callable[[], None] = lambda: None,
 ) -> str | None:
     """Runs the stages; with a `counter` (the run made its own client), small objects are
-    fetched by direct GETs, in fetch processes where more than one core is usable."""
+    fetched by direct GETs, in fetch processes where more than one core is usable; in lanes
+    (`lanes.py`) where the run is the command line's and its objects are many and small."""
     # Shared by every request of the run: a dead endpoint stops the run (exit 5), a blip does not.
     breaker = Breaker(on_trip=lambda message: state.fail(AbortError(message)))
     retry = RetryPolicy(
@@ -109,6 +125,25 @@ def run_pipeline(
         stop_event=state.stop,
         breaker=breaker,
     )
+    if lane is not None:
+        # A lane's guard was chosen (and said), and a killed run's leftovers finished, by the
+        # run that started it.
+        feed = lane_listing(settings.bucket, settings.prefix, Shard(lane.index, lane.count))
+        return _run_stages(
+            settings,
+            client=client,
+            fs=fs,
+            reporter=reporter,
+            state=state,
+            retry=retry,
+            versioned=versioned,
+            ledger=ledger,
+            streams=streams,
+            counter=counter,
+            feed=feed,
+            own_process=own_process,
+            choice=_lane_guard(lane, reporter),
+        )
     choice = _guard(
         settings,
         client=client,
@@ -137,6 +172,56 @@ def run_pipeline(
                 )
             )
             return None
+    if counter is not None and not state.stop.is_set():
+        look = FirstPage(client, settings, retry)
+        lanes = lane_count(settings, own_process=own_process, feed=feed, first_page=look)
+        feed = feed or look.feed(settings.bucket, settings.prefix)
+        if lanes > 1:
+            start = LaneStart(run_id, versioned, choice, lock_fd)
+            run_lanes(
+                settings,
+                lanes,
+                start,
+                reporter=reporter,
+                state=state,
+                counter=counter,
+                audit_ready=audit_ready,
+            )
+            return None
+    return _run_stages(
+        settings,
+        client=client,
+        fs=fs,
+        reporter=reporter,
+        state=state,
+        retry=retry,
+        versioned=versioned,
+        ledger=ledger,
+        streams=streams,
+        counter=counter,
+        feed=feed,
+        own_process=own_process,
+        choice=choice,
+    )
+
+
+def _run_stages(
+    settings: DrainSettings,
+    *,
+    client: S3Client,
+    fs: LocalFS,
+    reporter: Reporter,
+    state: RunState,
+    retry: RetryPolicy,
+    versioned: bool,
+    ledger: Ledger | None,
+    streams: StreamPolicy | None,
+    counter: RequestCounter | None,
+    feed: Feed | None,
+    own_process: bool,
+    choice: GuardChoice | None,
+) -> str | None:
+    """The stages built and joined: listing (or `feed`) -> workers -> linker -> deleter."""
     layout = Layout.create(
         str(settings.raw_dir),
         str(settings.processed_dir),

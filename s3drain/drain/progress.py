@@ -92,3 +92,42 @@ class ProgressLine:
                     self._visible = True
         except Exception as exc:
             self._crashed(exc, "the progress line")
+
+
+class ProgressRelay:
+    """A lane's figures, handed every half second to the run that draws the line (`lanes.py`)
+    instead of drawn here: a lane has no terminal of its own."""
+
+    def __init__(
+        self,
+        lock: threading.RLock,
+        snapshot: Callable[[], Progress],
+        sink: Callable[[Progress], None],
+        crashed: Callable[[BaseException, str], None],
+    ) -> None:
+        self._lock = lock
+        self._snapshot = snapshot
+        self._sink = sink
+        self._crashed = crashed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="s3drain-progress", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def clear(self) -> None:
+        """Nothing drawn here, nothing to clear."""
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(REDRAW_SECONDS):
+                with self._lock:
+                    figures = self._snapshot()
+                self._sink(figures)
+        except Exception as exc:
+            self._crashed(exc, "the progress relay")

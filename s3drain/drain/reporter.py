@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
-from s3drain.drain.progress import Progress, ProgressLine
+from s3drain.drain.progress import Progress, ProgressLine, ProgressRelay
 from s3drain.drain.summary import DRY_VERBS, Totals
 from s3drain.errors import describe
 from s3drain.local.audit import AuditLog
@@ -39,6 +39,7 @@ class Reporter:
         expected_objects: int | None = None,
         crashed: Callable[[BaseException, str], None] | None = None,
         settled: Callable[[Outcome], None] | None = None,
+        progress_to: Callable[[Progress], None] | None = None,
     ) -> None:
         self._audit = audit
         self._settled = settled  # told each object's one outcome, after it is recorded
@@ -69,11 +70,18 @@ class Reporter:
         self._problems_shown = 0
         self.guard: str | None = None
         self.probe: str | None = None
-        self._progress: ProgressLine | None = None
+        # The figures of lanes still running (`lanes.py`), by lane, until their totals come.
+        self._lanes: dict[int, Progress] = {}
+        self._progress: ProgressLine | ProgressRelay | None = None
         if progress:
             self._progress = ProgressLine(
                 err, self._lock, self._progress_figures, crashed or _ignore
             )
+        elif progress_to is not None:  # a lane: its run draws the line
+            self._progress = ProgressRelay(
+                self._lock, self._progress_figures, progress_to, crashed or _ignore
+            )
+        if self._progress is not None:
             self._progress.start()
 
     # -- what the stages call ---------------------------------------------------------------
@@ -219,6 +227,36 @@ class Reporter:
                 bytes_by_status=dict(self._sizes),
             )
 
+    # -- lanes (`lanes.py`): the run that started them shows and counts what they did --------
+
+    def open_audit(self) -> None:
+        """Before lanes start appending to the audit log: opened (a torn tail cut) here."""
+        if self._audit is not None:
+            with self._lock:
+                self._audit.open_now()
+
+    def relay(self, stream: str, text: str) -> None:
+        """A line a lane wrote, written here so that it does not mix with the progress line."""
+        with self._lock:
+            self._line(self._out if stream == "out" else self._err, text)
+
+    def lane_progress(self, lane: int, figures: Progress) -> None:
+        with self._lock:
+            self._lanes[lane] = figures
+
+    def absorb(self, lane: int, totals: Totals) -> None:
+        """A lane's totals at its end: counted as this run's own from now on."""
+        with self._lock:
+            self._lanes.pop(lane, None)
+            self._counts.update(totals.counts)
+            self._sizes.update(totals.bytes_by_status)
+            self._filtered += totals.filtered
+            self._listed += totals.listed
+            self._deleted += totals.deleted
+            self._bytes_downloaded += totals.bytes_downloaded
+            self._bytes_deleted += totals.bytes_deleted
+            self._retries += totals.retries
+
     # -- output -----------------------------------------------------------------------------
 
     def _show(self, outcome: Outcome) -> None:
@@ -258,13 +296,20 @@ class Reporter:
             self._progress.clear()
 
     def _progress_figures(self) -> Progress:
+        lanes = self._lanes.values()
         return Progress(
-            done=sum(self._counts.values()) + self._filtered + self._pending,
-            downloaded=self._bytes_downloaded + self._pending_bytes,
-            left_in_s3=sum(self._counts.get(s.value, 0) for s in Status if s.leaves_object),
+            done=sum(self._counts.values())
+            + self._filtered
+            + self._pending
+            + sum(p.done for p in lanes),
+            downloaded=self._bytes_downloaded
+            + self._pending_bytes
+            + sum(p.downloaded for p in lanes),
+            left_in_s3=sum(self._counts.get(s.value, 0) for s in Status if s.leaves_object)
+            + sum(p.left_in_s3 for p in lanes),
             elapsed=self._clock() - self._started,
-            listed=self._listed,
-            listing_done=self._listing_done,
+            listed=self._listed + sum(p.listed for p in lanes),
+            listing_done=self._listing_done and all(p.listing_done for p in lanes),
             expected=self._expected,
         )
 

@@ -22,7 +22,9 @@ from typing import TextIO, cast
 
 from s3drain.drain.context import RunState
 from s3drain.drain.fanout import StreamPolicy
+from s3drain.drain.lane_wire import LaneRole
 from s3drain.drain.pipeline import run_pipeline
+from s3drain.drain.progress import Progress
 from s3drain.drain.pruning import Pruner
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.select import guard_error
@@ -68,6 +70,8 @@ def run_drain(
     streams: StreamPolicy | None = None,
     feed: Feed | None = None,
     own_process: bool = False,
+    lane: LaneRole | None = None,
+    progress_to: Callable[[Progress], None] | None = None,
 ) -> DrainResult:
     """One whole run, always ending in a DrainResult. An error found before anything changed
     (bucket, credentials, local folders, the lock, the ledger, --max-delete) comes back with
@@ -77,7 +81,8 @@ def run_drain(
     has not ended within STOP_GRACE_SECONDS (the command line exits there and then). `feed`
     replaces the listing as the source of objects (`s3drain watch`). `own_process`: the
     process is s3drain's alone (the command line), so the run may set which cores its threads
-    use (`core_pin.py`)."""
+    use (`core_pin.py`) and run lanes (`lanes.py`). `lane`: this run is a lane of another
+    (`cli/lane.py`), which hands its progress figures to `progress_to`."""
     # The command line wraps its streams already; a caller of the Python API may hand over
     # sys.stderr itself, and a closed pipe there must not end or falsify the run either.
     out = _safe(out)
@@ -99,6 +104,8 @@ def run_drain(
             streams=streams,
             feed=feed,
             own_process=own_process,
+            lane=lane,
+            progress_to=progress_to,
         )
     finally:
         if watchdog is not None:
@@ -125,6 +132,8 @@ def _run_drain(
     streams: StreamPolicy | None,
     feed: Feed | None,
     own_process: bool,
+    lane: LaneRole | None,
+    progress_to: Callable[[Progress], None] | None,
 ) -> DrainResult:
     counter = RequestCounter()
     # Direct GETs (and fetch processes) only with the run's own client and file system: a
@@ -135,23 +144,31 @@ def _run_drain(
     else:
         client.meta.events.register("before-send.s3", counter.on_send)
     fs = fs or LocalFS()
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_id = lane.run_id if lane else datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     crash_folder = Path(tempfile.gettempdir()) if settings.dry_run else settings.state_dir
-    state.crash_log = crash_folder / f"s3drain-crash-{run_id}.log"
+    crash_name = f"{run_id}-lane{lane.index + 1}" if lane else run_id
+    state.crash_log = crash_folder / f"s3drain-crash-{crash_name}.log"
     reporter: Reporter | None = None
     stopped_early: str | None = None
     try:
         # S3 first (bucket, credentials, endpoint): a wrong setting must not leave folders.
-        preflight_retry = RetryPolicy(settings.s3.max_attempts, sleep=sleep, stop_event=state.stop)
-        versioned, warning = bucket_is_versioned(
-            client, settings.bucket, preflight_retry, settings.s3.endpoint_url
-        )
-        if not settings.dry_run:
-            prepare_local([settings.state_dir, settings.raw_dir, settings.processed_dir])
-        with _locked(settings), _ledger(settings, run_id) as ledger:
-            reporter = _reporter(settings, state, out, err, run_id, feed=feed)
+        if lane is not None:  # the run that started this lane has asked and prepared
+            versioned, warning = lane.versioned, None
+        else:
+            preflight_retry = RetryPolicy(
+                settings.s3.max_attempts, sleep=sleep, stop_event=state.stop
+            )
+            versioned, warning = bucket_is_versioned(
+                client, settings.bucket, preflight_retry, settings.s3.endpoint_url
+            )
+            if not settings.dry_run:
+                prepare_local([settings.state_dir, settings.raw_dir, settings.processed_dir])
+        with _locked(settings, lane) as lock_fd, _ledger(settings, run_id, lane) as ledger:
+            reporter = _reporter(
+                settings, state, out, err, run_id, feed=feed, lane=lane, progress_to=progress_to
+            )
             pruner = None
-            if ledger is not None and not settings.dry_run:
+            if ledger is not None and not settings.dry_run and lane is None:
                 pruner = Pruner(
                     ledger, settings.ledger_retention, fatal=state.fail, crashed=state.crashed
                 )
@@ -171,31 +188,40 @@ def _run_drain(
                     counter=counter if direct else None,
                     feed=feed,
                     own_process=own_process,
+                    lane=lane,
+                    lock_fd=lock_fd,
+                    run_id=run_id,
+                    audit_ready=reporter.open_audit,
                 )
             finally:
                 if pruner is not None:
                     pruner.close()
                 reporter.close()
-                if ledger is not None and not settings.dry_run:
+                if ledger is not None and not settings.dry_run and lane is None:
                     _close_run(settings, ledger, state, reporter)
     except S3DrainError as exc:
         state.fail(exc)
-        return _result(settings, reporter, state, counter, None, started=False, hint=exc.hint)
+        return _result(
+            settings, reporter, state, counter, None, started=False, hint=exc.hint, lane=lane
+        )
     except Exception as exc:
         # A bug outside the threads' own guards: still a result, a summary and exit 70.
         state.crashed(exc, "the run")
-        return _result(settings, reporter, state, counter, stopped_early, started=True)
-    return _result(settings, reporter, state, counter, stopped_early, started=True)
+    return _result(settings, reporter, state, counter, stopped_early, started=True, lane=lane)
 
 
-def _locked(settings: DrainSettings) -> contextlib.AbstractContextManager[None]:
-    if settings.dry_run:
+def _locked(
+    settings: DrainSettings, lane: LaneRole | None
+) -> contextlib.AbstractContextManager[int | None]:
+    """The lock's descriptor (None in a dry run, and in a lane: the run that started it holds
+    the lock, and the lane holds the same descriptor, so the lock lasts while either lives)."""
+    if settings.dry_run or lane is not None:
         return contextlib.nullcontext()
     return run_lock(settings.state_dir, settings.local_base_path)
 
 
 @contextlib.contextmanager
-def _ledger(settings: DrainSettings, run_id: str) -> Iterator[Ledger | None]:
+def _ledger(settings: DrainSettings, run_id: str, lane: LaneRole | None) -> Iterator[Ledger | None]:
     """The ledger for this run: read-only in a dry run (None where none exists yet); otherwise
     created on first use, an old install's records taken over once, the run recorded."""
     if settings.dry_run:
@@ -203,7 +229,9 @@ def _ledger(settings: DrainSettings, run_id: str) -> Iterator[Ledger | None]:
     else:
         ledger = Ledger.open(settings.state_dir, settings.local_base_path)
     try:
-        if ledger is not None and not settings.dry_run:
+        if ledger is not None and lane is not None:
+            ledger.join_run(run_id, settings.bucket)
+        elif ledger is not None and not settings.dry_run:
             ledger.begin_run(run_id, settings.bucket, settings.prefix)
             take_over_once(
                 ledger,
@@ -237,10 +265,17 @@ def _reporter(
     run_id: str,
     *,
     feed: Feed | None,
+    lane: LaneRole | None,
+    progress_to: Callable[[Progress], None] | None,
 ) -> Reporter:
+    audit = None
+    if not settings.dry_run:
+        # A lane's audit log was opened (its torn tail cut) by the run that started it; other
+        # lanes append to it meanwhile, so a lane never cuts anything.
+        audit = AuditLog(settings.audit_log, run_id, settings.bucket, shared=lane is not None)
     return Reporter(
         settled=feed.settled if feed is not None else None,
-        audit=None if settings.dry_run else AuditLog(settings.audit_log, run_id, settings.bucket),
+        audit=audit,
         verbosity=settings.verbosity,
         progress=settings.progress,
         dry_run=settings.dry_run,
@@ -253,6 +288,7 @@ def _reporter(
         dry_run_lines_to=err if settings.json_summary else out,
         expected_objects=settings.max_objects,
         crashed=state.crashed,
+        progress_to=progress_to,
     )
 
 
@@ -280,12 +316,14 @@ def _result(
     *,
     started: bool,
     hint: str | None = None,
+    lane: LaneRole | None = None,
 ) -> DrainResult:
     totals = reporter.totals() if reporter is not None else Totals.empty()
     code = _exit_code(settings, totals, state)
     if state.fatal is not None:
         error: str | None = state.fatal.message
-        if started and totals.deleted and error is not None:
+        # (A lane's error goes to the run that started it as it is: that run says it.)
+        if started and totals.deleted and error is not None and lane is None:
             # Whatever the message says about "nothing changed" held when it was written; a
             # halt mid-run must say what had changed by then.
             recorded = (

@@ -46,6 +46,7 @@ class DrainSettings:
     match: MatchMode | None = None  # no longer used: content always decides (warned about)
     workers: int = 64
     processes: int | None = None  # fetch processes for small objects; None: `fetch_processes`
+    lanes: int | None = None  # whole pipelines over shares of the keys; None: auto (`lanes.py`)
     pin: bool = True  # on one core while objects are small (`core_pin.py`); off: never
     delete_mode: DeleteMode = "auto"  # auto: the exact form the server was probed to honour
     require_exact_delete: bool = False
@@ -97,7 +98,7 @@ def load_drain_settings(sources: Sources) -> DrainSettings:
     threshold = optional(sources, "multipart_threshold", size_in(MiB, 5 * 1024**4), 16 * MiB)
     verbosity = int(sources.flags.get("verbosity") or 0)  # type: ignore[call-overload]
     metrics = sources.get("metrics_file")
-    return DrainSettings(
+    settings = DrainSettings(
         s3=load_s3_settings(sources, workers),
         bucket=bucket,
         prefix=prefix,
@@ -110,6 +111,7 @@ def load_drain_settings(sources: Sources) -> DrainSettings:
         ledger_retention=optional(sources, "ledger_retention", positive_duration, 90 * DAY),
         workers=workers,
         processes=optional(sources, "processes", processes_setting, None),
+        lanes=optional(sources, "lanes", lanes_setting, None),
         pin=optional(sources, "pin", choice("auto", "off"), "auto") == "auto",
         delete_mode=cast(
             DeleteMode, optional(sources, "delete_mode", choice("auto", "batch", "single"), "auto")
@@ -135,6 +137,30 @@ def load_drain_settings(sources: Sources) -> DrainSettings:
         else Path(os.path.expanduser(str(metrics.raw))).absolute(),
         progress=bool(sources.flags.get("progress")),
     )
+    _check_lanes(settings)
+    return settings
+
+
+def _check_lanes(settings: DrainSettings) -> None:
+    """Limits and a shard count across the whole run; lanes would each count their own."""
+    if settings.lanes is None or settings.lanes == 1:
+        return
+    clashing = [
+        flag
+        for flag, value in (
+            ("--max-objects", settings.max_objects),
+            ("--max-bytes", settings.max_bytes),
+            ("--max-delete", settings.max_delete),
+            ("--shard", settings.shard),
+        )
+        if value is not None
+    ]
+    if clashing:
+        raise ConfigError(
+            f"--lanes {settings.lanes} cannot be combined with {', '.join(clashing)}: "
+            "those count across the whole run, which a run keeps in one process; "
+            "use --lanes auto (one process with these) or --lanes 1"
+        )
 
 
 def _filter_rules(sources: Sources) -> tuple[FilterRule, ...]:
@@ -184,6 +210,16 @@ def processes_setting(text: str) -> int | None:
         return None
     try:
         return int_in(0, 64, "processes")(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or auto)") from None
+
+
+def lanes_setting(text: str) -> int | None:
+    """`auto` (see `drain/lanes.py`) or 1..64 (1: the run is one process)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int_in(1, 64, "lanes")(text)
     except ValueError as exc:
         raise ValueError(f"{exc} (or auto)") from None
 

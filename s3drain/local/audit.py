@@ -8,6 +8,7 @@ It answers "what did s3drain delete, and where did it go?" long after the run:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import resource
@@ -73,12 +74,22 @@ class AuditLog:
     another line, and `tail -f` shows each object as it is decided. Opened at the first line,
     so a run stopped by a check before any object was handled leaves no file behind."""
 
-    def __init__(self, path: Path, run_id: str, bucket: str) -> None:
+    def __init__(self, path: Path, run_id: str, bucket: str, *, shared: bool = False) -> None:
+        """`shared`: other processes append to it meanwhile (a run's lanes, `drain/lanes.py`).
+        Then the run that started them has cut a torn tail already, and each line is appended
+        under an exclusive flock, so the clean-up of a line cut short (a full disk) never
+        takes back another process's line."""
         self.path = path
         self._run_id = run_id
         self._bucket = bucket
+        self._shared = shared
         self._fd: int | None = None
         self.lines = 0
+
+    def open_now(self) -> None:
+        """Open it (cutting a killed run's torn tail) before lanes start to append."""
+        if self._fd is None:
+            self._fd = self._open()
 
     def write(self, outcome: Outcome) -> None:
         if self._fd is None:
@@ -91,6 +102,8 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         fd = os.open(self.path, flags, 0o644)
+        if self._shared:
+            return fd
         try:
             _drop_torn_tail(fd)
         except BaseException:
@@ -99,6 +112,24 @@ class AuditLog:
         return fd
 
     def _append(self, data: bytes) -> None:
+        assert self._fd is not None
+        if not self._shared:
+            self._append_alone(data)
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError:
+            # No flock here (some network file systems): a line is still one write, and
+            # appends do not interleave; only a line cut short by a full disk could be
+            # taken back with another's after it.
+            self._append_alone(data)
+            return
+        try:
+            self._append_alone(data)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _append_alone(self, data: bytes) -> None:
         assert self._fd is not None
         view = memoryview(data)
         try:

@@ -113,6 +113,17 @@ class Ledger:
         self.run = run
         self._bucket = bucket
 
+    def join_run(self, run: str, bucket: str) -> None:
+        """Record deliveries under a run another process began (a lane of it): its row is
+        that process's to begin and end."""
+        row = self._conn.execute(
+            "SELECT id FROM runs WHERE run = ? AND bucket = ? ORDER BY id DESC LIMIT 1",
+            (run, bucket),
+        ).fetchone()
+        self._run_id = None if row is None else int(row[0])
+        self.run = run
+        self._bucket = bucket
+
     def end_run(self, exit_code: int) -> None:
         if self._run_id is None:
             return

@@ -444,13 +444,15 @@ def kill_trial(bench: Bench, seed: int, fs: str = NATIVE) -> TrialReport:
     lab = bench.lab_for(server)
     plan = _kill_plan(rng, corpus, server, bench.calibrate(lab, fs))
     verbose = rng.random() < 0.3
-    # Odd seeds kill a run with fetch processes: the default from three cores up, while this
-    # 2-core machine's default fetches in the run's own threads. (Not drawn from `rng`, so
-    # every other choice of a seed stays as it was.)
-    fetch = ("--processes", "2") if seed % 2 else ("--processes", "0")
+    # A quarter of the seeds kill a run with fetch processes (the default from three cores up
+    # where lanes do not run), a quarter a run in two lanes (the default for a full page of
+    # small objects from two cores up; these corpora are too small for `auto` to choose
+    # them), the rest this 2-core machine's default for them, the run's own threads. (Not
+    # drawn from `rng`, so every other choice of a seed stays as it was.)
+    fetch = {1: ("--processes", "2"), 3: ("--lanes", "2")}.get(seed % 4, ("--processes", "0"))
     label = (
         f"{len(corpus.blobs)} objects, {server}, {fs}, workers={workers}, "
-        f"processes={fetch[1]}, {plan}"
+        f"{fetch[0][2:]}={fetch[1]}, {plan}"
     )
     trial, local = _begin(bench, "kill", seed, corpus, lab=lab, fs=fs)
     with FaultProxy(lab.url, record_log=True, latency=rng.choice((0.0, 0.0, 0.003))) as px:
@@ -504,13 +506,20 @@ def faults_trial(bench: Bench, seed: int) -> TrialReport:
     workers = rng.choice((2, 4, 8))
     server = bench.pick_server(rng)
     lab = bench.lab_for(server)
-    label = f"{len(corpus.blobs)} objects, {server}, workers={workers}"
+    # Odd seeds drain in two lanes (not drawn from `rng`: every other choice stays as it was).
+    lanes = ("--lanes", "2") if seed % 2 else ()
+    label = f"{len(corpus.blobs)} objects, {server}, workers={workers}, lanes={lanes[1] if lanes else 1}"
     trial, local = _begin(bench, "faults", seed, corpus, lab=lab)
     with FaultProxy(
         lab.url, fault_rate=FAULT_RATE, seed=seed, stall_seconds=STALL_SECONDS
     ) as proxy:
         spec = trial.spec(
-            local, proxy.url, workers=workers, read_timeout=READ_TIMEOUT, verbose=True
+            local,
+            proxy.url,
+            workers=workers,
+            read_timeout=READ_TIMEOUT,
+            verbose=True,
+            more_args=lanes,
         )
         first = run(spec, "faulted run", trial.sandbox)
         injected = proxy.fault_counts()
@@ -650,13 +659,18 @@ def disk_trial(bench: Bench, seed: int, variant: str | None = None) -> TrialRepo
         # Room for what the ETL already keeps there (whole base), then a little more.
         kept = _tmpfs_bytes(corpus.processed) if variant == "tmpfs: whole base" else 0
         tmpfs = kept + rng.randint(256 * KiB, 8 * MiB)
-    label = f"{variant}, limit {fsize or tmpfs} B, {server}, workers={workers}"
+    # Odd seeds fill the disk under two lanes (not drawn from `rng`).
+    lanes = ("--lanes", "2") if seed % 2 else ()
+    label = (
+        f"{variant}, limit {fsize or tmpfs} B, {server}, workers={workers}, "
+        f"lanes={lanes[1] if lanes else 1}"
+    )
     verdicts = _Verdicts()
     with _small_disk(variant, local, tmpfs) as point:
         if point == local.base:
             _place_processed(local, corpus)  # the mount hid them
         trial = _resnapshot(trial)
-        spec = trial.spec(local, lab.url, workers=workers, fsize_limit=fsize)
+        spec = trial.spec(local, lab.url, workers=workers, fsize_limit=fsize, more_args=lanes)
         first = run(spec, "disk-full run", trial.sandbox)
         verdicts = verdicts.ran(first).add(*check(trial.observe([local], [first])))
         if point is not None:
