@@ -137,70 +137,70 @@ def test_json_summary_of_a_run_in_lanes(tmp_path: Path, s3_url: str, s3: S3Clien
     assert summary["requests"]["by_operation"]["GetObject"] == 120, summary["requests"]
 
 
+def _interrupt(
+    base: Path,
+    url: str,
+    s3: S3Client,
+    objects: Mapping[str, bytes],
+    act: Callable[[subprocess.Popen[str], list[int]], None],
+) -> tuple[subprocess.Popen[str], list[int], str, str]:
+    """A run in two lanes, slowed by the proxy; `act` once downloads are under way."""
+    fill(s3, objects)
+    with FaultProxy(url, latency=0.05) as slow:
+        run = _start(base, slow.url, "--workers", "4")
+        _wait_for(lambda: len(_lanes_of(run.pid)) == 2, 30, "two lanes")
+        lanes = _lanes_of(run.pid)
+        _wait_for(lambda: _placed(base) >= 20, 60, "downloads under way")
+        act(run, lanes)
+        out, err = run.communicate(timeout=60)
+    return run, lanes, out, err
+
+
+def _next_run_finishes(base: Path, url: str, s3: S3Client, objects: Mapping[str, bytes]) -> None:
+    rerun = run_cli(drain_args(base), cli_env(url))
+    assert rerun.returncode == 0, rerun.stderr
+    assert bucket_keys(s3) == set()
+    _assert_all_accounted(base, s3, objects)
+
+
 def test_a_run_killed_with_minus_9_takes_its_lanes_along(
     tmp_path: Path, s3_url: str, s3: S3Client
 ) -> None:
     objects = _objects(600)
-    fill(s3, objects)
-    with FaultProxy(s3_url, latency=0.05) as slow:
-        run = _start(tmp_path, slow.url, "--workers", "4")
-        _wait_for(lambda: len(_lanes_of(run.pid)) == 2, 30, "two lanes")
-        lanes = _lanes_of(run.pid)
-        _wait_for(lambda: _placed(tmp_path) >= 20, 60, "downloads under way")
-        run.kill()
-        run.communicate(timeout=30)
-        _wait_for(lambda: not _any_lane_alive(lanes), 5, "the lanes to die with the run")
+    _, lanes, _, _ = _interrupt(tmp_path, s3_url, s3, objects, lambda run, _: run.kill())
+    _wait_for(lambda: not _any_lane_alive(lanes), 5, "the lanes to die with the run")
     # The lock went with them: the next run takes it and finishes everything.
-    rerun = run_cli(drain_args(tmp_path), cli_env(s3_url))
-    assert rerun.returncode == 0, rerun.stderr
-    assert bucket_keys(s3) == set()
-    _assert_all_accounted(tmp_path, s3, objects)
+    _next_run_finishes(tmp_path, s3_url, s3, objects)
 
 
 def test_ctrl_c_stops_every_lane_and_the_next_run_finishes(
     tmp_path: Path, s3_url: str, s3: S3Client
 ) -> None:
     objects = _objects(600)
-    fill(s3, objects)
-    with FaultProxy(s3_url, latency=0.05) as slow:
-        run = _start(tmp_path, slow.url, "--workers", "4")
-        _wait_for(lambda: len(_lanes_of(run.pid)) == 2, 30, "two lanes")
-        lanes = _lanes_of(run.pid)
-        _wait_for(lambda: _placed(tmp_path) >= 20, 60, "downloads under way")
-        run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=60)
+    run, lanes, out, err = _interrupt(
+        tmp_path, s3_url, s3, objects, lambda run, _: run.send_signal(signal.SIGINT)
+    )
     assert run.returncode == 130, err
     assert "interrupted" in out, out
     assert not _any_lane_alive(lanes)
     assert bucket_keys(s3), "the run should have stopped before the end"
     assert not [name for name in local_tree(tmp_path / "raw") if ".s3drain-" in name]
     _assert_all_accounted(tmp_path, s3, objects)
-    rerun = run_cli(drain_args(tmp_path), cli_env(s3_url))
-    assert rerun.returncode == 0, rerun.stderr
-    assert bucket_keys(s3) == set()
-    _assert_all_accounted(tmp_path, s3, objects)
+    _next_run_finishes(tmp_path, s3_url, s3, objects)
 
 
 def test_a_lane_that_dies_stops_the_run_and_the_next_run_finishes(
     tmp_path: Path, s3_url: str, s3: S3Client
 ) -> None:
     objects = _objects(600)
-    fill(s3, objects)
-    with FaultProxy(s3_url, latency=0.05) as slow:
-        run = _start(tmp_path, slow.url, "--workers", "4")
-        _wait_for(lambda: len(_lanes_of(run.pid)) == 2, 30, "two lanes")
-        lanes = _lanes_of(run.pid)
-        _wait_for(lambda: _placed(tmp_path) >= 20, 60, "downloads under way")
-        os.kill(lanes[0], signal.SIGKILL)
-        out, err = run.communicate(timeout=60)
+    run, lanes, out, err = _interrupt(
+        tmp_path, s3_url, s3, objects, lambda _, lanes: os.kill(lanes[0], signal.SIGKILL)
+    )
     assert run.returncode == 5, err
     assert "ended without its figures (signal 9)" in err + out, err
     assert "Traceback" not in err
     assert not _any_lane_alive(lanes), "the other lane stopped too"
-    rerun = run_cli(drain_args(tmp_path), cli_env(s3_url))
-    assert rerun.returncode == 0, rerun.stderr
-    assert bucket_keys(s3) == set()
-    _assert_all_accounted(tmp_path, s3, objects)
+    _next_run_finishes(tmp_path, s3_url, s3, objects)
 
 
 def test_a_full_disk_in_the_lanes_ends_the_run_with_exit_5(

@@ -75,23 +75,37 @@ def _finish_interrupted(
     fs: LocalFS,
     reporter: Reporter,
     retry: RetryPolicy,
-    ledger: Ledger,
-) -> None:
-    """Temp files a killed run left are swept; its unfinished ledger rows are completed."""
-    swept = sweep_temp_files(str(settings.raw_dir), fs)
-    if swept:
-        reporter.info(f"removed {swept} temporary file(s) left by an interrupted run")
-    recovered = recover(
-        ledger,
-        client,
-        settings.bucket,
-        retry,
-        fs,
-        record=reporter.record,
-        can_record=reporter.audit_healthy,
-    )
+    ledger: Ledger | None,
+    state: RunState,
+) -> bool:
+    """Temp files a killed run left are swept; its unfinished ledger rows are completed.
+    False: the disk failed under it, and the run stops here."""
+    assert ledger is not None
+    try:
+        swept = sweep_temp_files(str(settings.raw_dir), fs)
+        if swept:
+            reporter.info(f"removed {swept} temporary file(s) left by an interrupted run")
+        recovered = recover(
+            ledger,
+            client,
+            settings.bucket,
+            retry,
+            fs,
+            record=reporter.record,
+            can_record=reporter.audit_healthy,
+        )
+    except OSError as exc:
+        # A failing disk, not a bug: exit 5 with what happened, not 70.
+        state.fail(
+            AbortError(
+                f"cannot clean up after an interrupted run under {settings.local_base_path}: "
+                f"{describe(exc)}; nothing was downloaded or deleted"
+            )
+        )
+        return False
     if str(recovered):
         reporter.info(f"interrupted run: {recovered}")
+    return True
 
 
 def run_pipeline(
@@ -128,66 +142,48 @@ def run_pipeline(
     if lane is not None:
         # A lane's guard was chosen (and said), and a killed run's leftovers finished, by the
         # run that started it.
+        choice = _lane_guard(lane, reporter)
         feed = lane_listing(settings.bucket, settings.prefix, Shard(lane.index, lane.count))
-        return _run_stages(
+    else:
+        choice = _guard(
+            settings,
+            client=client,
+            retry=retry,
+            ledger=ledger,
+            reporter=reporter,
+            versioned=versioned,
+        )
+        if settings.match is not None:
+            reporter.warn(
+                "--match / S3DRAIN_MATCH no longer does anything: a local file counts as an "
+                "object only when the ledger or the file's content proves it"
+            )
+        if not settings.dry_run and not _finish_interrupted(
             settings,
             client=client,
             fs=fs,
             reporter=reporter,
-            state=state,
             retry=retry,
-            versioned=versioned,
             ledger=ledger,
-            streams=streams,
-            counter=counter,
-            feed=feed,
-            own_process=own_process,
-            choice=_lane_guard(lane, reporter),
-        )
-    choice = _guard(
-        settings,
-        client=client,
-        retry=retry,
-        ledger=ledger,
-        reporter=reporter,
-        versioned=versioned,
-    )
-    if settings.match is not None:
-        reporter.warn(
-            "--match / S3DRAIN_MATCH no longer does anything: a local file counts as an object "
-            "only when the ledger or the file's content proves it"
-        )
-    if not settings.dry_run:
-        assert ledger is not None
-        try:
-            _finish_interrupted(
-                settings, client=client, fs=fs, reporter=reporter, retry=retry, ledger=ledger
-            )
-        except OSError as exc:
-            # A failing disk, not a bug: exit 5 with what happened, not 70.
-            state.fail(
-                AbortError(
-                    f"cannot clean up after an interrupted run under {settings.local_base_path}: "
-                    f"{describe(exc)}; nothing was downloaded or deleted"
+            state=state,
+        ):
+            return None
+        if counter is not None and not state.stop.is_set():
+            look = FirstPage(client, settings, retry)
+            lanes = lane_count(settings, own_process=own_process, feed=feed, first_page=look)
+            feed = feed or look.feed(settings.bucket, settings.prefix)
+            if lanes > 1:
+                start = LaneStart(run_id, versioned, choice, lock_fd)
+                run_lanes(
+                    settings,
+                    lanes,
+                    start,
+                    reporter=reporter,
+                    state=state,
+                    counter=counter,
+                    audit_ready=audit_ready,
                 )
-            )
-            return None
-    if counter is not None and not state.stop.is_set():
-        look = FirstPage(client, settings, retry)
-        lanes = lane_count(settings, own_process=own_process, feed=feed, first_page=look)
-        feed = feed or look.feed(settings.bucket, settings.prefix)
-        if lanes > 1:
-            start = LaneStart(run_id, versioned, choice, lock_fd)
-            run_lanes(
-                settings,
-                lanes,
-                start,
-                reporter=reporter,
-                state=state,
-                counter=counter,
-                audit_ready=audit_ready,
-            )
-            return None
+                return None
     return _run_stages(
         settings,
         client=client,
