@@ -196,6 +196,21 @@ def test_no_queue_is_a_usage_error_that_changes_nothing(tmp_path: Path, s3_url: 
     assert not base.exists()
 
 
+def test_lanes_are_refused_for_a_watcher_and_change_nothing(tmp_path: Path, s3_url: str) -> None:
+    base = tmp_path / "base"
+    run = run_cli(
+        [
+            *("watch", "--bucket", BUCKET, "--prefix", PREFIX, "--local-base-path", str(base)),
+            *("--queue-url", "http://127.0.0.1:1/queue/q", "--lanes", "2"),
+        ],
+        cli_env(s3_url),
+    )
+    assert run.returncode == 2, run.stderr
+    assert "watch runs in one process: --lanes 2 is for drains" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not base.exists()
+
+
 def metric(text: str, name: str, **labels: str) -> float | None:
     """The value of one sample in a Prometheus text file, or None."""
     for line in text.splitlines():

@@ -33,6 +33,11 @@ def load_watch_settings(sources: Sources) -> WatchSettings:
             "watch has no dry run: it would take messages off the queue without settling them",
             hint="'s3drain drain --dry-run' with the same settings shows what a run would do",
         )
+    if drain.lanes is not None and drain.lanes > 1:
+        raise ConfigError(
+            f"watch runs in one process: --lanes {drain.lanes} is for drains",
+            hint="leave --lanes out (or set it to 1 or auto) for the watcher",
+        )
     sqs = load_sqs_settings(sources, drain.s3)
     queue_url = sqs.queue_url
     if queue_url is None:
