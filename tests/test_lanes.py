@@ -197,8 +197,10 @@ def test_the_lanes_totals_become_the_runs(tmp_path: Path) -> None:
 
 def test_the_progress_line_counts_the_lanes_until_their_totals_come() -> None:
     reporter = Reporter(audit=None, out=io.StringIO(), err=io.StringIO())
-    reporter.listing_finished()
+    reporter.expect_lanes(2)
+    assert not reporter._progress_figures().listing_done, "no lane has said anything yet"
     reporter.lane_progress(0, _figures(40, listing_done=True))
+    assert not reporter._progress_figures().listing_done, "lane 1 has not said anything yet"
     reporter.lane_progress(1, _figures(30, listing_done=False))
     figures = reporter._progress_figures()
     assert (figures.done, figures.downloaded, figures.left_in_s3) == (70, 700, 2)

@@ -182,7 +182,7 @@ def run_lanes(
     """Start `count` lanes, show what they do, and wait for every one of them. Their figures
     become the reporter's; the first lane that stops the run stops the others."""
     audit_ready()  # the audit log opened here first: a killed run's torn tail is cut once
-    reporter.listing_finished()  # this process lists nothing; the lanes say when they have
+    reporter.expect_lanes(count)  # this process lists nothing; the lanes say when they have
     lane_settings = replace(settings, lanes=1, processes=0, progress=False)
     reporter.debug(f"draining in {count} lanes (one process each)")
     lanes: list[_Lane] = []

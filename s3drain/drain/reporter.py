@@ -72,6 +72,8 @@ class Reporter:
         self.probe: str | None = None
         # The figures of lanes still running (`lanes.py`), by lane, until their totals come.
         self._lanes: dict[int, Progress] = {}
+        self._lanes_expected = 0
+        self._lanes_ended = 0
         self._progress: ProgressLine | ProgressRelay | None = None
         if progress:
             self._progress = ProgressLine(
@@ -240,6 +242,12 @@ class Reporter:
         with self._lock:
             self._line(self._out if stream == "out" else self._err, text)
 
+    def expect_lanes(self, count: int) -> None:
+        """This run lists nothing itself: its listing is done when every lane's is."""
+        with self._lock:
+            self._lanes_expected = count
+            self._listing_done = True
+
     def lane_progress(self, lane: int, figures: Progress) -> None:
         with self._lock:
             self._lanes[lane] = figures
@@ -248,6 +256,7 @@ class Reporter:
         """A lane's totals at its end: counted as this run's own from now on."""
         with self._lock:
             self._lanes.pop(lane, None)
+            self._lanes_ended += 1
             self._counts.update(totals.counts)
             self._sizes.update(totals.bytes_by_status)
             self._filtered += totals.filtered
@@ -309,7 +318,9 @@ class Reporter:
             + sum(p.left_in_s3 for p in lanes),
             elapsed=self._clock() - self._started,
             listed=self._listed + sum(p.listed for p in lanes),
-            listing_done=self._listing_done and all(p.listing_done for p in lanes),
+            listing_done=self._listing_done
+            and len(self._lanes) + self._lanes_ended >= self._lanes_expected
+            and all(p.listing_done for p in lanes),
             expected=self._expected,
         )
 
