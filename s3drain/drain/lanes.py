@@ -52,11 +52,11 @@ from s3drain.s3.retry import RetryPolicy
 
 MAX_LANES = 8
 # By default, lanes from four usable cores up. On this project's 2-core machine, where the S3
-# server shares the two cores, two lanes drained 20,000 x 4 KiB at 1.09-1.11x one process
-# (the in-memory server), but 2,000 at 0.88x and 6,000 at 0.92x: each lane starts its own
-# interpreter after the run's checks (about 0.25 s) and lists the prefix itself. With the
-# server elsewhere and more cores the share of each lane grows and its start does not;
-# --lanes N asks for them anywhere.
+# server shares the two cores, two lanes drained 20,000 x 4 KiB at 1.03-1.14x one process
+# (the in-memory server; 1.09x at 50,000), but 2,000 at 0.88x and 6,000 at 0.92x: each lane
+# starts its own interpreter after the run's checks (about 0.25 s) and lists the prefix
+# itself. With the server elsewhere and more cores the share of each lane grows and its start
+# does not; --lanes N asks for them anywhere.
 AUTO_FROM_CORES = 4
 # ... and only for a full first page (1,000 keys) of small objects.
 LANES_FROM = 1000
