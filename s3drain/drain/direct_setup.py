@@ -1,7 +1,8 @@
 """Whether this run sends its GETs directly, and the parts that do: the fetch pool for objects
-below --multipart-threshold (fetch processes, or this process's threads on one core) and the
-streams of larger ones. Only where botocore's own GetObject for this bucket is reproduced
-exactly (`s3/direct_target.py`); otherwise every GET stays with botocore.
+below --multipart-threshold (fetch processes, or this process's threads on one core), the
+streams of larger ones, and the listing's ListObjectsV2. Only where botocore's own GetObject
+for this bucket is reproduced exactly (`s3/direct_target.py`); otherwise every request stays
+with botocore.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from s3drain.drain.context import RunState
 from s3drain.drain.core_pin import CorePin
+from s3drain.drain.direct_listing import DirectListing
 from s3drain.drain.direct_streams import DirectStreams, DirectSwitch
 from s3drain.drain.fetch_pool import FetchPool, InlinePool
 from s3drain.drain.process_pool import ProcessPool
@@ -25,6 +27,7 @@ class Direct:
     pool: FetchPool
     streams: DirectStreams
     switch: DirectSwitch
+    listing: DirectListing
     pin: CorePin | None = None
 
     def close(self) -> None:
@@ -32,6 +35,7 @@ class Direct:
             self.pin.close()
         self.pool.close()
         self.streams.close()
+        self.listing.close()
 
 
 def set_up_direct(
@@ -62,6 +66,15 @@ def set_up_direct(
         count=count,
         endpoint_url=target.url,
     )
+    listing = DirectListing(
+        target.endpoint,
+        settings.bucket,
+        credentials=target.credentials,
+        client=client,
+        switch=switch,
+        count=counter.add,
+        endpoint_url=target.url,
+    )
     processes = fetch_processes(settings)
     size = format_size(settings.multipart_threshold)
     where = f"{processes} fetch processes" if processes else "this process"
@@ -90,4 +103,4 @@ def set_up_direct(
             endpoint_url=target.url,
             warn=reporter.warn,
         )
-    return Direct(pool, streams, switch, pin)
+    return Direct(pool, streams, switch, listing, pin)

@@ -38,7 +38,7 @@ def botocore_would_handle(status: int | None, code: str | None) -> bool:
 
 
 class DirectSwitch:
-    """Direct GETs on, until the first answer botocore would have handled: then off for the
+    """Direct requests on, until the first answer botocore would have handled: then off for the
     rest of the run, with one warning."""
 
     def __init__(self, warn: Callable[[str], None]) -> None:
@@ -55,7 +55,7 @@ class DirectSwitch:
             if self._off.is_set():
                 return
             self._off.set()
-        self._warn(f"direct GETs stopped ({why}); botocore sends them from now on")
+        self._warn(f"direct requests stopped ({why}); botocore sends them from now on")
 
 
 class DirectStreams:

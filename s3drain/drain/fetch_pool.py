@@ -43,7 +43,7 @@ class FetchPool(Protocol):
     def close(self) -> None: ...
 
 
-def failure(result: Failed, endpoint_url: str) -> Exception:
+def failure(result: Failed, endpoint_url: str, operation: str = "GetObject") -> Exception:
     """The exception the rest of the run knows for what went wrong in an attempt."""
     url = endpoint_url
     kind, message = result.kind, result.message
@@ -52,7 +52,7 @@ def failure(result: Failed, endpoint_url: str) -> Exception:
             "Error": {"Code": result.code, "Message": message},
             "ResponseMetadata": {"HTTPStatusCode": result.status},
         }
-        return ClientError(answer, "GetObject")  # type: ignore[arg-type]
+        return ClientError(answer, operation)  # type: ignore[arg-type]
     if kind == "link":
         if result.code == "connect":
             return EndpointConnectionError(endpoint_url=url)
@@ -77,11 +77,15 @@ def failure(result: Failed, endpoint_url: str) -> Exception:
     return FetchProcessBug(f"in a fetch process: {message}")
 
 
-def exception_for(exc: HttpFailure | LinkFailure, endpoint_url: str) -> Exception:
-    """A direct GET's failure as botocore would have raised it."""
+def exception_for(
+    exc: HttpFailure | LinkFailure, endpoint_url: str, operation: str = "GetObject"
+) -> Exception:
+    """A direct request's failure as botocore would have raised it."""
     if isinstance(exc, HttpFailure):
-        return failure(Failed(0, "http", exc.message, 1, exc.status, exc.code), endpoint_url)
-    return failure(Failed(0, "link", exc.message, 1, code=exc.kind), endpoint_url)
+        result = Failed(0, "http", exc.message, 1, exc.status, exc.code)
+    else:
+        result = Failed(0, "link", exc.message, 1, code=exc.kind)
+    return failure(result, endpoint_url, operation)
 
 
 class InlinePool:

@@ -308,7 +308,8 @@ def _run_stages(
         backlog,
     )
     try:
-        return dispatch(ctx, feed or listing(settings.bucket, settings.prefix))
+        call = direct.listing if direct else None
+        return dispatch(ctx, feed or listing(settings.bucket, settings.prefix, call))
     finally:
         # In the order objects flow: the workers are done (dispatch waits for them), the
         # linker places what they fetched, the deleter settles what it placed.

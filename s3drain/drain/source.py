@@ -9,8 +9,9 @@ workers, linker and deleter, and every object gets exactly one outcome.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from s3drain.records import ObjectRecord, Outcome
 from s3drain.s3.client import S3Client
@@ -30,10 +31,11 @@ class Feed:
     operation: str = "ListObjectsV2"
 
 
-def listing(bucket: str, prefix: str) -> Feed:
-    """ListObjectsV2 pages of the prefix, two ahead in a thread (`s3/listing.py`)."""
+def listing(bucket: str, prefix: str, call: Callable[..., Mapping[str, Any]] | None = None) -> Feed:
+    """ListObjectsV2 pages of the prefix, two ahead in a thread (`s3/listing.py`); `call`
+    sends them in botocore's place (`direct_listing.py`)."""
 
     def pages(client: S3Client, retry: RetryPolicy, stop: threading.Event) -> Pages:
-        return prefetch(list_pages(client, bucket, prefix, retry), stop)
+        return prefetch(list_pages(client, bucket, prefix, retry, call=call), stop)
 
     return Feed(pages)

@@ -1,5 +1,6 @@
-"""GetObject sent directly: signed here (`sigv4.py`), over one kept-alive HTTP/1.1 connection
-per thread (`http1.py`), with S3's answer read straight off the socket.
+"""GetObject (and the listing's ListObjectsV2) sent directly: signed here (`sigv4.py`), over
+one kept-alive HTTP/1.1 connection per thread (`http1.py`), with S3's answer read straight off
+the socket.
 
 botocore spends about 1 ms of CPU on each call (parameter handling, endpoint rules, events,
 signing, response parsing); for a 4 KiB object that is most of the work. A drain's GET is always
@@ -7,7 +8,8 @@ the same request with a different key, so it is built here from what botocore re
 (`direct_target.py`: the URL layout, the signing region, TLS, the credentials).
 
 The answer's headers become the fields botocore would have parsed (`ETag`, `VersionId`,
-`ChecksumCRC32`, ...), so the checks that follow are the same for both paths. Failures are
+`ChecksumCRC32`, ...), so the checks that follow are the same for both paths; a listing's
+answer is read by `list_xml.py`. Failures are
 `HttpFailure` (S3 answered with an error) or `LinkFailure` (no answer); the caller maps them to
 botocore's exceptions, and `retry.py` decides as for any request.
 
@@ -148,6 +150,50 @@ class Connection:
         response.close()
         code = _first(_CODE, body) or response.reason.replace(" ", "") or "Error"
         raise HttpFailure(response.status, code, _first(_MESSAGE, body))
+
+    def list_objects_v2(
+        self, credentials: Credentials, prefix: str, max_keys: int, token: str | None
+    ) -> bytes:
+        """ListObjectsV2's whole answer (keys URL-encoded, as botocore asks); raises
+        HttpFailure or LinkFailure, as `get` does."""
+        e = self.endpoint
+        params = {"list-type": "2", "prefix": prefix, "max-keys": str(max_keys)}
+        params["encoding-type"] = "url"
+        if token is not None:
+            params["continuation-token"] = token
+        query = "&".join(f"{k}={quote_query(v)}" for k, v in params.items())
+        path = e.base_path or "/"
+        signed = self._signer.sign(credentials, "GET", e.host_header, path, query=query)
+        head = f"GET {path}?{query} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in signed.items()
+        )
+        response = self._http.request((head + "\r\n").encode("ascii"))
+        if response.status == 200:
+            return _whole(response, None)
+        body = _whole(response, _ERROR_BODY_LIMIT)
+        code = _first(_CODE, body) or response.reason.replace(" ", "") or "Error"
+        raise HttpFailure(response.status, code, _first(_MESSAGE, body))
+
+
+def _whole(response: Response, limit: int | None) -> bytes:
+    """The body (or its first `limit` bytes: an error's, where only its code matters)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while limit is None or size < limit:
+            chunk = response.read(1 << 20)
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+    except LinkFailure:
+        if limit is None:
+            raise
+    if limit is not None:
+        response.close()
+    elif response.cut_short:
+        raise LinkFailure("closed", "the connection broke mid-answer")
+    return b"".join(parts)
 
 
 def _tls(endpoint: Endpoint) -> ssl.SSLContext:

@@ -56,6 +56,11 @@ class Response:
         """The body was read to its end (the connection can carry the next request)."""
         return self._done
 
+    @property
+    def cut_short(self) -> bool:
+        """The body ended before its length or its last chunk said it would."""
+        return self._done and ((self._left or 0) > 0 or self._chunk_left > 0)
+
     def read(self, size: int) -> bytes:
         """Up to `size` bytes of the body; b"" at its end, or where the connection ended
         early (the caller's length check tells them apart)."""

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from s3drain.records import ObjectRecord
 from s3drain.s3.client import S3Client
 from s3drain.s3.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
 PAGE_SIZE = 1000
 
@@ -42,11 +39,15 @@ def list_pages(
     retry: RetryPolicy,
     *,
     page_size: int = PAGE_SIZE,
+    call: Callable[..., Mapping[str, Any]] | None = None,
 ) -> Iterator[list[ObjectRecord]]:
+    """`call`: what sends each ListObjectsV2 in place of `client.list_objects_v2`, with its
+    parameters and botocore's answer (the run's direct requests, `drain/direct_listing.py`)."""
     params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+    send = call or client.list_objects_v2
 
-    def fetch() -> ListObjectsV2OutputTypeDef:
-        return client.list_objects_v2(**params)
+    def fetch() -> Mapping[str, Any]:
+        return send(**params)
 
     while True:
         page = retry.run(f"ListObjectsV2 s3://{bucket}/{prefix}", fetch)
