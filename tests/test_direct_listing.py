@@ -16,25 +16,20 @@ from s3drain.drain.direct_listing import DirectListing, UnreadableListing
 from s3drain.drain.direct_streams import DirectSwitch
 from s3drain.s3.client import RequestCounter, make_client, parse_timestamp
 from s3drain.s3.direct import Endpoint, HttpFailure
-from s3drain.s3.direct_target import DirectTarget, direct_target
+from s3drain.s3.direct_target import DirectTarget
 from s3drain.s3.list_xml import UnreadableAnswer, parse_list_objects_v2
 from s3drain.s3.listing import list_pages
 from s3drain.s3.retry import RetryPolicy
+from tests import test_direct
 from tests.support.proxy import FaultProxy
 from tests.support.server import S3Client
 from tests.test_direct import BUCKET, HOSTILE_KEYS, _settings
 
+target = test_direct.target  # the fixture: the direct target learned for BUCKET on moto
+
 LISTED = ("Key", "Size", "ETag", "LastModified", "StorageClass")
 # Keys only the URL encoding of the answer carries safely (XML 1.0 cannot hold most of them).
 CONTROL_KEYS = ["tab\there", "bell\x07.csv", "x\x01y", "plus+and space", "%41", "&lt;&amp;<b>"]
-
-
-@pytest.fixture
-def target(s3_url: str, s3: S3Client) -> DirectTarget:
-    s3.create_bucket(Bucket=BUCKET)
-    learned = direct_target(make_client(_settings(s3_url)), BUCKET, _settings(s3_url))
-    assert learned is not None
-    return learned
 
 
 def _lister(
