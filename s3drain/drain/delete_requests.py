@@ -110,6 +110,9 @@ class Sender:
     retry: RetryPolicy
     pool: Executor  # single deletes (and HEADs) run here, side by side
     fatal: Callable[[S3DrainError], None]
+    # What sends DeleteObjects in place of `client.delete_objects`, with its parameters and
+    # botocore's answer (the run's direct requests, `drain/direct_deletes.py`).
+    delete_objects: Callable[..., Mapping[str, Any]] | None = None
 
     def send(self, batch: Sequence[Outcome]) -> list[Outcome]:
         stamped = [replace(o, delete_guard=self.guard.value) for o in batch]
@@ -155,7 +158,7 @@ class Sender:
                 response = self.retry.run(
                     f"DeleteObjects ({len(objects)} keys)",
                     partial(
-                        self.client.delete_objects,
+                        self.delete_objects or self.client.delete_objects,
                         Bucket=self.bucket,
                         Delete={"Objects": objects, "Quiet": False},  # type: ignore[typeddict-item]
                     ),

@@ -29,9 +29,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 from s3drain.drain.batches import BatchQueue
 from s3drain.drain.delete_requests import MAX_BATCH, MIN_CHUNK, DeleteGuard, Sender
@@ -74,6 +75,7 @@ class Deleter:
         sync: Callable[[], bool],
         fatal: Callable[[S3DrainError], None],
         crashed: Callable[[BaseException, str], None],
+        delete_objects: Callable[..., Mapping[str, Any]] | None = None,
     ) -> None:
         self._policy = policy
         self._fs = fs
@@ -107,7 +109,9 @@ class Deleter:
         self._deletes_sent = 0
         self._broken: S3DrainError | None = None
         self._pool = ThreadPoolExecutor(policy.single_workers, thread_name_prefix="s3drain-delete")
-        self._sender = Sender(client, policy.bucket, policy.guard, retry, self._pool, self._break)
+        self._sender = Sender(
+            client, policy.bucket, policy.guard, retry, self._pool, self._break, delete_objects
+        )
         self._thread = threading.Thread(target=self._loop, name="s3drain-deleter", daemon=True)
         self._thread.start()
 

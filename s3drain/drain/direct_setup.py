@@ -1,8 +1,9 @@
 """Whether this run sends its GETs directly, and the parts that do: the fetch pool for objects
 below --multipart-threshold (fetch processes, or this process's threads on one core), the
-streams of larger ones, and the listing's ListObjectsV2. Only where botocore's own GetObject
-for this bucket is reproduced exactly (`s3/direct_target.py`); otherwise every request stays
-with botocore.
+streams of larger ones, the listing's ListObjectsV2 and the deleter's DeleteObjects. Only where
+botocore's own GetObject for this bucket is reproduced exactly (`s3/direct_target.py`), and
+DeleteObjects only where botocore's own is too (`s3/delete_form.py`); otherwise every request
+stays with botocore.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from s3drain.drain.context import RunState
 from s3drain.drain.core_pin import CorePin
+from s3drain.drain.direct_deletes import DirectDeletes
 from s3drain.drain.direct_listing import DirectListing
 from s3drain.drain.direct_streams import DirectStreams, DirectSwitch
 from s3drain.drain.fetch_pool import FetchPool, InlinePool
@@ -18,6 +20,8 @@ from s3drain.drain.process_pool import ProcessPool
 from s3drain.drain.reporter import Reporter
 from s3drain.drain.settings import DrainSettings, fetch_processes, usable_core_set
 from s3drain.s3.client import RequestCounter, S3Client
+from s3drain.s3.delete_form import DeleteForm, delete_form
+from s3drain.s3.direct import Connection
 from s3drain.s3.direct_target import direct_target
 from s3drain.units import format_size
 
@@ -28,6 +32,7 @@ class Direct:
     streams: DirectStreams
     switch: DirectSwitch
     listing: DirectListing
+    deletes: DirectDeletes
     pin: CorePin | None = None
 
     def close(self) -> None:
@@ -36,6 +41,7 @@ class Direct:
         self.pool.close()
         self.streams.close()
         self.listing.close()
+        self.deletes.close()
 
 
 def set_up_direct(
@@ -75,6 +81,25 @@ def set_up_direct(
         count=counter.add,
         endpoint_url=target.url,
     )
+
+    def form() -> DeleteForm | None:
+        learned = delete_form(
+            client, settings.bucket, Connection(target.endpoint), target.credentials()
+        )
+        if learned is None:
+            reporter.debug("direct DeleteObjects: not for this endpoint; botocore sends them")
+        return learned
+
+    deletes = DirectDeletes(
+        target.endpoint,
+        settings.bucket,
+        form,
+        credentials=target.credentials,
+        client=client,
+        switch=switch,
+        count=counter.add,
+        endpoint_url=target.url,
+    )
     processes = fetch_processes(settings)
     size = format_size(settings.multipart_threshold)
     where = f"{processes} fetch processes" if processes else "this process"
@@ -103,4 +128,4 @@ def set_up_direct(
             endpoint_url=target.url,
             warn=reporter.warn,
         )
-    return Direct(pool, streams, switch, listing, pin)
+    return Direct(pool, streams, switch, listing, deletes, pin)

@@ -278,6 +278,7 @@ def _run_stages(
             sync=reporter.sync,
             fatal=state.fail,
             crashed=state.crashed,
+            delete_objects=direct.deletes if direct else None,
         )
         settle = deleter.submit
 

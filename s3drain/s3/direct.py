@@ -1,6 +1,6 @@
-"""GetObject (and the listing's ListObjectsV2) sent directly: signed here (`sigv4.py`), over
-one kept-alive HTTP/1.1 connection per thread (`http1.py`), with S3's answer read straight off
-the socket.
+"""GetObject (and the listing's ListObjectsV2, and DeleteObjects) sent directly: signed here
+(`sigv4.py`), over one kept-alive HTTP/1.1 connection per thread (`http1.py`), with S3's
+answer read straight off the socket.
 
 botocore spends about 1 ms of CPU on each call (parameter handling, endpoint rules, events,
 signing, response parsing); for a 4 KiB object that is most of the work. A drain's GET is always
@@ -173,6 +173,49 @@ class Connection:
         body = _whole(response, _ERROR_BODY_LIMIT)
         code = _first(_CODE, body) or response.reason.replace(" ", "") or "Error"
         raise HttpFailure(response.status, code, _first(_MESSAGE, body))
+
+    def delete_objects(
+        self,
+        credentials: Credentials,
+        body: bytes,
+        *,
+        headers: Mapping[str, str],
+        payload_hash: str,
+        now: float | None = None,
+    ) -> bytes:
+        """DeleteObjects' whole 200 answer for `body` (`delete_xml.py`), with `headers` (its
+        checksum, as botocore sends it) signed along; raises HttpFailure or LinkFailure."""
+        signed = self.sign_delete(credentials, headers, payload_hash, now)
+        e = self.endpoint
+        head = f"POST {e.base_path or '/'}?delete HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in signed.items()
+        )
+        head += f"content-length: {len(body)}\r\n\r\n"
+        response = self._http.request(head.encode("ascii") + body)
+        if response.status == 200:
+            return _whole(response, None)
+        answer = _whole(response, _ERROR_BODY_LIMIT)
+        code = _first(_CODE, answer) or response.reason.replace(" ", "") or "Error"
+        raise HttpFailure(response.status, code, _first(_MESSAGE, answer))
+
+    def sign_delete(
+        self,
+        credentials: Credentials,
+        headers: Mapping[str, str],
+        payload_hash: str,
+        now: float | None = None,
+    ) -> dict[str, str]:
+        e = self.endpoint
+        return self._signer.sign(
+            credentials,
+            "POST",
+            e.host_header,
+            e.base_path or "/",
+            query="delete=",
+            headers=headers,
+            now=now,
+            payload_hash=payload_hash,
+        )
 
 
 def _whole(response: Response, limit: int | None) -> bytes:

@@ -173,7 +173,8 @@ class Http1:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def request(self, head: bytes) -> Response:
-        """Send one request (head only: no body) and read the response head."""
+        """Send one request (its head, and any body right after it: no 100-continue) and read
+        the response head."""
         if self._sock is not None and (self._buf or self._dropped()):
             self.close()  # what the server sent unasked, or its close, ends a kept connection
         sock = self._sock or self._connect()

@@ -72,21 +72,23 @@ class Signer:
         query: str = "",
         headers: Mapping[str, str] | None = None,
         now: float | None = None,
+        payload_hash: str = EMPTY_SHA256,
     ) -> dict[str, str]:
         """The headers to send: `headers` (lower-case names) plus host, date, payload hash,
-        session token and Authorization. `path` and `query` are already URL-encoded, as sent."""
+        session token and Authorization. `path` and `query` are already URL-encoded, as sent;
+        `payload_hash` is the body's SHA-256 (hex), an empty body's by default."""
         stamp = amz_date(now)
         signed = dict(headers or {})
         signed["host"] = host
         signed["x-amz-date"] = stamp
-        signed["x-amz-content-sha256"] = EMPTY_SHA256
+        signed["x-amz-content-sha256"] = payload_hash
         if credentials.token:
             signed["x-amz-security-token"] = credentials.token
         names = sorted(signed)
         canonical_headers = "".join(f"{n}:{' '.join(signed[n].split())}\n" for n in names)
         signed_names = ";".join(names)
         canonical = "\n".join(
-            (method, path, _canonical_query(query), canonical_headers, signed_names, EMPTY_SHA256)
+            (method, path, _canonical_query(query), canonical_headers, signed_names, payload_hash)
         )
         date = stamp[:8]
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
