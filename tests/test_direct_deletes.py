@@ -13,14 +13,15 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from s3drain.drain.direct_deletes import DirectDeletes, UnreadableDeletes
-from s3drain.drain.direct_streams import DirectSwitch
+from s3drain.drain.direct_switch import DirectSwitch
 from s3drain.s3 import delete_form as delete_form_module  # its body builder, replaced
 from s3drain.s3.client import RequestCounter, make_client
 from s3drain.s3.delete_form import DeleteForm, _dry_delete, delete_form
-from s3drain.s3.delete_xml import ErrorDocument, UnreadableAnswer, delete_body, parse_delete_result
+from s3drain.s3.delete_xml import ErrorDocument, delete_body, parse_delete_result
 from s3drain.s3.direct import Connection, HttpFailure
 from s3drain.s3.direct_target import DirectTarget, direct_target
 from s3drain.s3.sigv4 import Credentials
+from s3drain.s3.xml_answer import UnreadableAnswer
 from tests.support.endpoints import S3Endpoint
 from tests.test_direct import HOSTILE_KEYS, _settings
 
@@ -163,7 +164,7 @@ def test_an_error_document_or_an_unreadable_answer_fails_as_botocore_errors_do(
     deletes = _deletes(s3_url)
     params = {"Bucket": BUCKET, "Delete": {"Objects": [{"Key": "k"}], "Quiet": False}}
     deletes(**params)  # learns the form, opens this thread's connection
-    conn = deletes._local.conn
+    conn = deletes._conns.mine()
     error = b"<Error><Code>InternalError</Code><Message>try again</Message></Error>"
     monkeypatch.setattr(conn, "delete_objects", _broken(error))
     with pytest.raises(ClientError) as raised:
@@ -209,7 +210,7 @@ def test_an_answer_botocore_would_handle_turns_direct_requests_off(
     warned: list[str] = []
     deletes = _deletes(s3_url, warned=warned)
     deletes(Bucket=BUCKET, Delete={"Objects": [{"Key": "absent"}]})
-    conn = deletes._local.conn
+    conn = deletes._conns.mine()
 
     def redirected(*_: object, **__: object) -> bytes:
         raise HttpFailure(301, "PermanentRedirect", "elsewhere")

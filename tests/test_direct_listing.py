@@ -13,13 +13,14 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError
 
 from s3drain.drain.direct_listing import DirectListing, UnreadableListing
-from s3drain.drain.direct_streams import DirectSwitch
+from s3drain.drain.direct_switch import DirectSwitch
 from s3drain.s3.client import RequestCounter, make_client, parse_timestamp
 from s3drain.s3.direct import Endpoint, HttpFailure
 from s3drain.s3.direct_target import DirectTarget
-from s3drain.s3.list_xml import UnreadableAnswer, parse_list_objects_v2
+from s3drain.s3.list_xml import parse_list_objects_v2
 from s3drain.s3.listing import list_pages
 from s3drain.s3.retry import RetryPolicy
+from s3drain.s3.xml_answer import UnreadableAnswer
 from tests import test_direct
 from tests.support.proxy import FaultProxy
 from tests.support.server import S3Client

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from s3drain.drain.direct_streams import DirectStreams, DirectSwitch
+from s3drain.drain.direct_streams import DirectStreams
+from s3drain.drain.direct_switch import DirectSwitch
 from s3drain.s3.direct import Endpoint
 from s3drain.s3.sigv4 import Credentials
 from tests.support.server import S3Client, free_port

@@ -32,7 +32,7 @@ from botocore.exceptions import (
 )
 
 from s3drain.drain.direct_fetch import Done, Failed, PathBlocked, TempBusy
-from s3drain.drain.direct_streams import DirectSwitch
+from s3drain.drain.direct_switch import DirectSwitch
 from s3drain.drain.fanout import FixedStreams
 from s3drain.drain.fetch import Fetcher
 from s3drain.drain.fetch_pool import FetchProcessBug, InlinePool, failure

@@ -15,13 +15,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 
-from s3drain.drain.direct_streams import DirectSwitch, botocore_would_handle
+from s3drain.drain.direct_switch import DirectSwitch, sent_directly
 from s3drain.drain.fetch_pool import exception_for
 from s3drain.s3.client import S3Client
 from s3drain.s3.delete_form import DeleteForm
-from s3drain.s3.delete_xml import ErrorDocument, UnreadableAnswer, delete_body, parse_delete_result
-from s3drain.s3.direct import Connection, Endpoint, HttpFailure, LinkFailure
+from s3drain.s3.delete_xml import ErrorDocument, delete_body, parse_delete_result
+from s3drain.s3.direct import Connections, Endpoint, HttpFailure
 from s3drain.s3.sigv4 import Credentials
+from s3drain.s3.xml_answer import UnreadableAnswer
 
 OPERATION = "DeleteObjects"
 
@@ -49,7 +50,6 @@ class DirectDeletes:
         count: Callable[[str, int], None],
         endpoint_url: str,
     ) -> None:
-        self._endpoint = endpoint
         self._bucket = bucket
         self._learn = form  # at the first batch: a run that deletes nothing never asks
         self._form: DeleteForm | None = None
@@ -59,8 +59,7 @@ class DirectDeletes:
         self._switch = switch
         self._count = count
         self._url = endpoint_url
-        self._local = threading.local()
-        self._conns: list[Connection] = []
+        self._conns = Connections(endpoint)
         self._lock = threading.Lock()
 
     def __call__(self, **params: Any) -> dict[str, Any]:
@@ -69,21 +68,20 @@ class DirectDeletes:
             return dict(self._client.delete_objects(**params))
         delete = params["Delete"]
         body = delete_body(delete["Objects"], bool(delete.get("Quiet", False)))
-        try:
-            self._count(OPERATION, 1)
-            answer = self._connection().delete_objects(
+        self._count(OPERATION, 1)
+        answer = sent_directly(
+            lambda: self._conns.mine().delete_objects(
                 self._credentials(),
                 body,
                 headers=form.headers(body),
                 payload_hash=form.payload_hash(body),
-            )
-        except HttpFailure as exc:
-            if botocore_would_handle(exc.status, exc.code):
-                self._switch.turn_off(f"{exc.status} {exc.code}")
-                return dict(self._client.delete_objects(**params))
-            raise exception_for(exc, self._url, OPERATION) from None
-        except LinkFailure as exc:
-            raise exception_for(exc, self._url, OPERATION) from None
+            ),
+            switch=self._switch,
+            url=self._url,
+            operation=OPERATION,
+        )
+        if answer is None:
+            return dict(self._client.delete_objects(**params))
         try:
             return parse_delete_result(answer)
         except ErrorDocument as exc:  # S3's "200 and an error": as botocore raises it
@@ -110,16 +108,5 @@ class DirectDeletes:
                 self._form, self._learned = self._learn(), True
             return self._form
 
-    def _connection(self) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = Connection(self._endpoint)
-            with self._lock:
-                self._conns.append(conn)
-        return conn
-
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
+        self._conns.close()

@@ -15,12 +15,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError
 
-from s3drain.drain.direct_streams import DirectSwitch, botocore_would_handle
-from s3drain.drain.fetch_pool import exception_for
+from s3drain.drain.direct_switch import DirectSwitch, sent_directly
 from s3drain.s3.client import S3Client, parse_timestamp
-from s3drain.s3.direct import Connection, Endpoint, HttpFailure, LinkFailure
-from s3drain.s3.list_xml import UnreadableAnswer, parse_list_objects_v2
+from s3drain.s3.direct import Connection, Endpoint
+from s3drain.s3.list_xml import parse_list_objects_v2
 from s3drain.s3.sigv4 import Credentials
+from s3drain.s3.xml_answer import UnreadableAnswer
 
 OPERATION = "ListObjectsV2"
 
@@ -58,21 +58,20 @@ class DirectListing:
     def __call__(self, **params: Any) -> dict[str, Any]:
         if not self._direct(params):
             return dict(self._client.list_objects_v2(**params))
-        try:
-            self._count(OPERATION, 1)
-            body = self._conn.list_objects_v2(
+        self._count(OPERATION, 1)
+        body = sent_directly(
+            lambda: self._conn.list_objects_v2(
                 self._credentials(),
                 params["Prefix"],
                 params["MaxKeys"],
                 params.get("ContinuationToken"),
-            )
-        except HttpFailure as exc:
-            if botocore_would_handle(exc.status, exc.code):
-                self._switch.turn_off(f"{exc.status} {exc.code}")
-                return dict(self._client.list_objects_v2(**params))
-            raise exception_for(exc, self._url, OPERATION) from None
-        except LinkFailure as exc:
-            raise exception_for(exc, self._url, OPERATION) from None
+            ),
+            switch=self._switch,
+            url=self._url,
+            operation=OPERATION,
+        )
+        if body is None:
+            return dict(self._client.list_objects_v2(**params))
         try:
             return parse_list_objects_v2(body, parse_timestamp)
         except UnreadableAnswer as exc:

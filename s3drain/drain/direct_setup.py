@@ -14,7 +14,8 @@ from s3drain.drain.context import RunState
 from s3drain.drain.core_pin import CorePin
 from s3drain.drain.direct_deletes import DirectDeletes
 from s3drain.drain.direct_listing import DirectListing
-from s3drain.drain.direct_streams import DirectStreams, DirectSwitch
+from s3drain.drain.direct_streams import DirectStreams
+from s3drain.drain.direct_switch import DirectSwitch
 from s3drain.drain.fetch_pool import FetchPool, InlinePool
 from s3drain.drain.process_pool import ProcessPool
 from s3drain.drain.reporter import Reporter

@@ -27,7 +27,7 @@ from s3drain.drain.verify import Interrupted, ObjectChanged
 from s3drain.errors import TransientError
 from s3drain.local.fs import LocalFS
 from s3drain.records import ObjectRecord
-from s3drain.s3.direct import Connection, Endpoint, HttpFailure, LinkFailure
+from s3drain.s3.direct import Connections, Endpoint, HttpFailure, LinkFailure
 from s3drain.s3.sigv4 import Credentials
 
 
@@ -100,16 +100,13 @@ class InlinePool:
         stop: threading.Event,
         endpoint_url: str,
     ) -> None:
-        self._endpoint = endpoint
         self._credentials = credentials
         self._count = count
         self._stop = stop
         self._url = endpoint_url
         self._fs = LocalFS()
-        self._local = threading.local()
         self._ids = itertools.count()
-        self._conns: list[Connection] = []
-        self._lock = threading.Lock()
+        self._conns = Connections(endpoint)
         self._closed = threading.Event()
         # On a stop, a GET still waiting for its answer ends now, not at its read timeout.
         self._watch = threading.Thread(target=self._abort_on_stop, name="s3drain-stop-watch")
@@ -119,19 +116,12 @@ class InlinePool:
     def _abort_on_stop(self) -> None:
         while not self._closed.is_set():
             if self._stop.wait(0.5):
-                with self._lock:
-                    for conn in self._conns:
-                        conn.abort()
+                self._conns.abort()
                 return
 
     def fetch(self, record: ObjectRecord, temp: str) -> tuple[Done, int]:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = Connection(self._endpoint)
-            with self._lock:
-                self._conns.append(conn)
         job = Job(next(self._ids), record, temp, self._credentials())
-        result, fd = run(job, conn, self._fs, self._stop)
+        result, fd = run(job, self._conns.mine(), self._fs, self._stop)
         self._count(result.requests)
         if isinstance(result, Done):
             assert fd is not None
@@ -140,6 +130,4 @@ class InlinePool:
 
     def close(self) -> None:
         self._closed.set()
-        with self._lock:
-            for conn in self._conns:
-                conn.close()
+        self._conns.close()

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from s3drain.drain.core_pin import CorePin
 from s3drain.drain.direct_fetch import PathBlocked, TempBusy
-from s3drain.drain.direct_streams import DirectSwitch, botocore_would_handle
+from s3drain.drain.direct_switch import DirectSwitch, botocore_would_handle
 from s3drain.drain.fetch import Fetcher, as_change, fetch
 from s3drain.drain.fetch_pool import FetchPool
 from s3drain.drain.linker import Fetched

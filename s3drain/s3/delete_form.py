@@ -13,23 +13,19 @@ from __future__ import annotations
 import base64
 import calendar
 import hashlib
-import io
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.awsrequest import AWSResponse, HTTPHeaders
-
 from s3drain.checksums import crc32
-from s3drain.s3.client import UNSENT, S3Client
+from s3drain.s3.client import S3Client
 from s3drain.s3.delete_xml import delete_body
 from s3drain.s3.direct import Connection
+from s3drain.s3.direct_target import dry_run
 from s3drain.s3.sigv4 import Credentials
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
-_HOOK = "s3drain-delete-form"
 _PROBE: tuple[dict[str, str], ...] = (
     {
         "Key": "s3drain/direct probe &<>\"'\r\n\t+%2F ünï",
@@ -123,34 +119,12 @@ def _dry_delete(
     client: S3Client, bucket: str, objects: Sequence[Mapping[str, str]] = _PROBE
 ) -> tuple[str, dict[str, str], bytes] | None:
     """botocore's DeleteObjects of `objects`, built and signed but answered here, unsent."""
-    seen: dict[str, Any] = {}
 
-    def capture(request: Any, **_: Any) -> AWSResponse:
-        request.context[UNSENT] = True
-        seen["url"] = request.url
-        seen["headers"] = {
-            k.lower(): v.decode() if isinstance(v, bytes) else str(v)
-            for k, v in request.headers.items()
-        }
-        body = request.body
-        seen["body"] = body if isinstance(body, bytes) else body.read() if body else b""
-        return AWSResponse(request.url, 200, HTTPHeaders(), _Body(b"<DeleteResult/>"))
-
-    events = client.meta.events
-    hook: Callable[..., Any] = capture
-    events.register_first("before-send.s3.DeleteObjects", hook, unique_id=_HOOK)
-    try:
+    def call() -> None:
         client.delete_objects(
             Bucket=bucket,
             Delete={"Objects": list(objects), "Quiet": False},  # type: ignore[arg-type]
         )
-    finally:
-        events.unregister("before-send.s3.DeleteObjects", unique_id=_HOOK)
-    if "url" not in seen:
-        return None
-    return str(seen["url"]), seen["headers"], seen["body"]
 
-
-class _Body(io.BytesIO):
-    def stream(self, *_: Any, **__: Any) -> Iterator[bytes]:
-        yield self.getvalue()
+    seen = dry_run(client, "DeleteObjects", call, b"<DeleteResult/>")
+    return None if seen is None else (seen.url, seen.headers, seen.body)

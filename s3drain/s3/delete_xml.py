@@ -13,17 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from xml.etree import ElementTree
 
-__all__ = ["ErrorDocument", "UnreadableAnswer", "delete_body", "parse_delete_result"]
+from s3drain.s3.xml_answer import UnreadableAnswer, read_xml
+
+__all__ = ["ErrorDocument", "delete_body", "parse_delete_result"]
 
 NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 # An object identifier's members in the order of botocore's model (ObjectIdentifier).
 _MEMBERS = ("Key", "VersionId", "ETag")
-
-
-class UnreadableAnswer(ValueError):
-    """The answer is not a DeleteObjects result."""
 
 
 def _text(value: str) -> str:
@@ -51,14 +48,7 @@ def parse_delete_result(body: bytes) -> dict[str, Any]:
     """{"Deleted": [{Key, VersionId, DeleteMarker, DeleteMarkerVersionId}], "Errors": [{Key,
     VersionId, Code, Message}]}, each with the fields the answer has. An `<Error>` document
     (S3 can answer 200 and fail) raises `ErrorDocument`."""
-    # S3 never sends a DTD, and without one no entity can expand or reach out.
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise UnreadableAnswer("a DTD in the answer")
-    try:
-        root = ElementTree.fromstring(body)  # noqa: S314 - no DTD (checked above)
-    except ElementTree.ParseError as exc:
-        raise UnreadableAnswer(f"not XML ({exc})") from None
-    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    root, ns = read_xml(body)
     cut = len(ns)
     name = root.tag[cut:]
     if name == "Error":

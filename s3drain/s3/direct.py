@@ -21,13 +21,14 @@ from __future__ import annotations
 import contextlib
 import re
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from s3drain.s3.http1 import Http1, LinkFailure, Response
 from s3drain.s3.sigv4 import Credentials, Signer, quote_key, quote_query
 
-__all__ = ["Answer", "Connection", "Endpoint", "HttpFailure", "LinkFailure"]
+__all__ = ["Answer", "Connection", "Connections", "Endpoint", "HttpFailure", "LinkFailure"]
 
 # Header -> the name botocore gives the field in a GetObject answer.
 _FIELDS = {
@@ -167,12 +168,7 @@ class Connection:
         head = f"GET {path}?{query} HTTP/1.1\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in signed.items()
         )
-        response = self._http.request((head + "\r\n").encode("ascii"))
-        if response.status == 200:
-            return _whole(response, None)
-        body = _whole(response, _ERROR_BODY_LIMIT)
-        code = _first(_CODE, body) or response.reason.replace(" ", "") or "Error"
-        raise HttpFailure(response.status, code, _first(_MESSAGE, body))
+        return _ok_body(self._http.request((head + "\r\n").encode("ascii")))
 
     def delete_objects(
         self,
@@ -191,12 +187,7 @@ class Connection:
             f"{k}: {v}\r\n" for k, v in signed.items()
         )
         head += f"content-length: {len(body)}\r\n\r\n"
-        response = self._http.request(head.encode("ascii") + body)
-        if response.status == 200:
-            return _whole(response, None)
-        answer = _whole(response, _ERROR_BODY_LIMIT)
-        code = _first(_CODE, answer) or response.reason.replace(" ", "") or "Error"
-        raise HttpFailure(response.status, code, _first(_MESSAGE, answer))
+        return _ok_body(self._http.request(head.encode("ascii") + body))
 
     def sign_delete(
         self,
@@ -216,6 +207,45 @@ class Connection:
             now=now,
             payload_hash=payload_hash,
         )
+
+
+class Connections:
+    """One kept connection to `endpoint` per thread that asks, all closed (or cut) together."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[Connection] = []
+
+    def mine(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = Connection(self._endpoint)
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def abort(self) -> None:
+        """From another thread: every exchange in flight fails now."""
+        with self._lock:
+            for conn in self._conns:
+                conn.abort()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+
+
+def _ok_body(response: Response) -> bytes:
+    """A 200 answer's whole body; any other status raises HttpFailure with S3's code."""
+    if response.status == 200:
+        return _whole(response, None)
+    answer = _whole(response, _ERROR_BODY_LIMIT)
+    code = _first(_CODE, answer) or response.reason.replace(" ", "") or "Error"
+    raise HttpFailure(response.status, code, _first(_MESSAGE, answer))
 
 
 def _whole(response: Response, limit: int | None) -> bytes:

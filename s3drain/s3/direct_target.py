@@ -96,29 +96,52 @@ def _learn(client: S3Client, bucket: str, settings: S3Settings) -> DirectTarget 
 
 def _dry_get(client: S3Client, bucket: str) -> tuple[str, dict[str, str]] | None:
     """botocore's GetObject for a probe key, built and signed but answered here, unsent."""
-    seen: dict[str, Any] = {}
 
-    def capture(request: Any, **_: Any) -> AWSResponse:
-        request.context[UNSENT] = True
-        seen["url"] = request.url
-        seen["headers"] = {
-            k.lower(): v.decode() if isinstance(v, bytes) else str(v)
-            for k, v in request.headers.items()
-        }
-        return AWSResponse(request.url, 200, HTTPHeaders(), _EmptyBody(b""))
-
-    events = client.meta.events
-    hook: Callable[..., Any] = capture
-    events.register_first("before-send.s3.GetObject", hook, unique_id=_HOOK)
-    try:
+    def call() -> None:
         client.get_object(
             Bucket=bucket, Key=_PROBE_KEY, IfMatch=_PROBE_ETAG, ChecksumMode="ENABLED"
         )["Body"].close()
+
+    seen = dry_run(client, "GetObject", call, b"")
+    return None if seen is None else (seen.url, seen.headers)
+
+
+@dataclass(frozen=True)
+class Unsent:
+    """A request botocore built and signed, as it would have left."""
+
+    url: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+def dry_run(
+    client: S3Client, operation: str, call: Callable[[], object], answer: bytes
+) -> Unsent | None:
+    """What `call` (one request of `operation` by `client`) would send: caught just before it
+    leaves and answered 200 with `answer`; the request counter does not count it."""
+    seen: list[Unsent] = []
+
+    def capture(request: Any, **_: Any) -> AWSResponse:
+        request.context[UNSENT] = True
+        headers = {
+            k.lower(): v.decode() if isinstance(v, bytes) else str(v)
+            for k, v in request.headers.items()
+        }
+        body = request.body
+        sent = body if isinstance(body, bytes) else body.read() if body else b""
+        seen.append(Unsent(str(request.url), headers, sent))
+        return AWSResponse(request.url, 200, HTTPHeaders(), _Body(answer))
+
+    event = f"before-send.s3.{operation}"
+    events = client.meta.events
+    hook: Callable[..., Any] = capture
+    events.register_first(event, hook, unique_id=_HOOK)
+    try:
+        call()
     finally:
-        events.unregister("before-send.s3.GetObject", unique_id=_HOOK)
-    if "url" not in seen:
-        return None
-    return str(seen["url"]), seen["headers"]
+        events.unregister(event, unique_id=_HOOK)
+    return seen[0] if seen else None
 
 
 def _host_header(scheme: str, host: str, port: int | None) -> str:
@@ -130,9 +153,9 @@ def _host_header(scheme: str, host: str, port: int | None) -> str:
     return host
 
 
-class _EmptyBody(io.BytesIO):
+class _Body(io.BytesIO):
     def stream(self, *_: Any, **__: Any) -> Iterator[bytes]:
-        yield b""
+        yield self.getvalue()
 
 
 def _scope(authorization: str) -> list[str] | None:

@@ -2,9 +2,9 @@
 drain uses: each entry's Key, Size, ETag, LastModified and StorageClass, and whether (and
 where) the listing goes on.
 
-botocore walks its service model for every element of the answer: about 26 ms of CPU for a
-page of 1,000 keys, a tenth of what a small object costs. The standard library's C parser and
-one pass over the entries take about 4 ms. Keys come URL-encoded when the answer says so
+botocore walks its service model for every element of the answer: 22.9 ms of CPU per page
+of 1,000 keys, about 5 % of what draining those keys costs in all. Sent directly and read here
+(the standard library's C parser, one pass over the entries), the page costs 6.4 ms. Keys come URL-encoded when the answer says so
 (`encoding-type=url`, asked for as botocore asks), and are decoded as botocore decodes them.
 """
 
@@ -14,25 +14,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
-from xml.etree import ElementTree
 
-__all__ = ["UnreadableAnswer", "parse_list_objects_v2"]
+from s3drain.s3.xml_answer import UnreadableAnswer, read_xml
 
-
-class UnreadableAnswer(ValueError):
-    """The answer is not a ListObjectsV2 result."""
+__all__ = ["parse_list_objects_v2"]
 
 
 def parse_list_objects_v2(body: bytes, parse_time: Callable[[str], datetime]) -> dict[str, Any]:
-    # S3 never sends a DTD, and without one no entity can expand or reach out; in an answer
-    # "<!" outside a CDATA section can only be markup (a key's "<" is escaped).
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise UnreadableAnswer("a DTD in the answer")
-    try:
-        root = ElementTree.fromstring(body)  # noqa: S314 - no DTD (checked above)
-    except ElementTree.ParseError as exc:
-        raise UnreadableAnswer(f"not XML ({exc})") from None
-    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+    root, ns = read_xml(body)
     if root.tag[len(ns) :] != "ListBucketResult":
         raise UnreadableAnswer(f"<{root.tag[len(ns) :]}> where <ListBucketResult> belongs")
     decode = (root.findtext(ns + "EncodingType") or "") == "url"
