@@ -84,7 +84,7 @@ def make_feed(inbox: Inbox, **options: Any) -> tuple[EventFeed, WatchStats]:
 
 
 def pages_of(feed: EventFeed, stop: threading.Event | None = None) -> Iterator[list[ObjectRecord]]:
-    return feed.feed().pages(None, RetryPolicy(max_attempts=1), stop or threading.Event())  # type: ignore[arg-type]
+    return feed.feed().pages(None, RetryPolicy(max_attempts=1), stop or threading.Event(), None)  # type: ignore[arg-type]
 
 
 def settle(feed: EventFeed, record: ObjectRecord, status: Status, *, deleted: bool = True) -> None:

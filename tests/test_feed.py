@@ -36,7 +36,9 @@ def _undated(s3: S3Client, key: str) -> ObjectRecord:
 
 
 def _feed(records: list[ObjectRecord], settled: list[Outcome], **more: object) -> Feed:
-    def pages(client: TypedClient, retry: RetryPolicy, stop: threading.Event) -> Pages:
+    def pages(
+        client: TypedClient, retry: RetryPolicy, stop: threading.Event, call: object
+    ) -> Pages:
         yield records
 
     return Feed(pages, settled=settled.append, **more)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -284,7 +285,30 @@ def test_the_look_at_the_first_page_costs_a_run_in_one_process_no_request() -> N
         feed = look.feed(settings.bucket, settings.prefix)
         assert feed is not None
         keys = [
-            r.key for page in feed.pages(client, RetryPolicy(), threading.Event()) for r in page
+            r.key
+            for page in feed.pages(client, RetryPolicy(), threading.Event(), None)
+            for r in page
         ]
         assert len(keys) == LANES_FROM + 5 and len(set(keys)) == LANES_FROM + 5
         assert sent == ["list", "list"], "the run lists on from the page looked at"
+
+
+def test_the_pages_after_the_first_go_as_the_run_sends_them() -> None:
+    with mock_aws():
+        client = new_client()
+        for n in range(2 * LANES_FROM + 5):
+            client.put_object(Bucket=BUCKET, Key=f"{PREFIX}{n:05d}", Body=b"x")
+        settings = drain_settings(Path("/nonexistent"))
+        look = FirstPage(client, settings, RetryPolicy(max_attempts=1))
+        assert len(look()) == LANES_FROM
+        tokens: list[str] = []
+
+        def direct(**params: Any) -> Any:  # the run's direct listing, standing in
+            tokens.append(params["ContinuationToken"])
+            return client.list_objects_v2(**params)
+
+        feed = look.feed(settings.bucket, settings.prefix)
+        assert feed is not None
+        pages = list(feed.pages(client, RetryPolicy(), threading.Event(), direct))
+        assert [len(page) for page in pages] == [LANES_FROM, LANES_FROM, 5]
+        assert len(tokens) == 2, "every page after the first, and only those"

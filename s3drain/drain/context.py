@@ -18,6 +18,7 @@ from s3drain.errors import InternalError, S3DrainError
 from s3drain.local.ledger import Ledger
 from s3drain.local.paths import Layout
 from s3drain.s3.client import S3Client
+from s3drain.s3.listing import ListCall
 from s3drain.s3.retry import RetryPolicy
 
 
@@ -82,3 +83,6 @@ class Context:
     ledger: Ledger | None  # None in a dry run on a base path that has none yet
     versioned: bool
     backlog: Backlog = field(default_factory=Backlog)
+    # What sends the listing's ListObjectsV2 where the run's requests go direct (None: the
+    # client does).
+    list_call: ListCall | None = None

@@ -27,7 +27,7 @@ def dispatch(ctx: Context, feed: Feed) -> str | None:
     selection = Selection(settings)
     pages_seen = 0
     stopped_early: str | None = None
-    pages = feed.pages(ctx.client, ctx.retry, state.stop)
+    pages = feed.pages(ctx.client, ctx.retry, state.stop, ctx.list_call)
     with _Workers(ctx, settings.workers) as workers:
         try:
             for page in pages:

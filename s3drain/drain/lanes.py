@@ -30,8 +30,9 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -47,7 +48,7 @@ from s3drain.drain.source import Feed, Pages
 from s3drain.errors import AbortError, ExitCode, S3DrainError
 from s3drain.records import ObjectRecord
 from s3drain.s3.client import RequestCounter, S3Client
-from s3drain.s3.listing import list_pages, prefetch
+from s3drain.s3.listing import ListCall, list_pages, prefetch
 from s3drain.s3.retry import RetryPolicy
 
 MAX_LANES = 8
@@ -101,7 +102,8 @@ class FirstPage:
     that fails here is left to the run's own listing, which says why in its words."""
 
     def __init__(self, client: S3Client, settings: DrainSettings, retry: RetryPolicy) -> None:
-        self._pages = list_pages(client, settings.bucket, settings.prefix, retry)
+        self._send = _Sender(client.list_objects_v2)
+        self._pages = list_pages(client, settings.bucket, settings.prefix, retry, call=self._send)
         self._first: list[ObjectRecord] | None = None
 
     def __call__(self) -> list[ObjectRecord]:
@@ -120,18 +122,34 @@ class FirstPage:
             return None
         first, rest = self._first, self._pages
 
-        def pages(client: S3Client, retry: RetryPolicy, stop: threading.Event) -> Pages:
+        def pages(
+            client: S3Client, retry: RetryPolicy, stop: threading.Event, call: ListCall | None
+        ) -> Pages:
+            if call is not None:
+                self._send.call = call  # the pages after the first: as the run sends them
             return prefetch(itertools.chain([first], rest), stop)
 
         return Feed(pages)
+
+
+class _Sender:
+    """A ListObjectsV2 sender that can be replaced between pages."""
+
+    def __init__(self, call: ListCall) -> None:
+        self.call = call
+
+    def __call__(self, **params: Any) -> Mapping[str, Any]:
+        return self.call(**params)
 
 
 def lane_listing(bucket: str, prefix: str, share: Shard) -> Feed:
     """A lane's objects: the prefix's listing, keeping only the lane's share of the keys (the
     others are not this lane's to count, filter or show)."""
 
-    def pages(client: S3Client, retry: RetryPolicy, stop: threading.Event) -> Pages:
-        listed = prefetch(list_pages(client, bucket, prefix, retry), stop)
+    def pages(
+        client: S3Client, retry: RetryPolicy, stop: threading.Event, call: ListCall | None
+    ) -> Pages:
+        listed = prefetch(list_pages(client, bucket, prefix, retry, call=call), stop)
         return ([r for r in page if in_shard(r.key, share)] for page in listed)
 
     return Feed(pages)

@@ -307,10 +307,10 @@ def _run_stages(
         ledger,
         versioned,
         backlog,
+        direct.listing if direct else None,
     )
     try:
-        call = direct.listing if direct else None
-        return dispatch(ctx, feed or listing(settings.bucket, settings.prefix, call))
+        return dispatch(ctx, feed or listing(settings.bucket, settings.prefix))
     finally:
         # In the order objects flow: the workers are done (dispatch waits for them), the
         # linker places what they fetched, the deleter settles what it placed.

@@ -9,17 +9,18 @@ workers, linker and deleter, and every object gets exactly one outcome.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from s3drain.records import ObjectRecord, Outcome
 from s3drain.s3.client import S3Client
-from s3drain.s3.listing import list_pages, prefetch
+from s3drain.s3.listing import ListCall, list_pages, prefetch
 from s3drain.s3.retry import RetryPolicy
 
 Pages = Iterator[list[ObjectRecord]]
-PageSource = Callable[[S3Client, RetryPolicy, threading.Event], Pages]
+# The run's client, its retry policy, its stop, and what sends a ListObjectsV2 in botocore's
+# place where the run's requests go direct (`direct_listing.py`; None: the client does).
+PageSource = Callable[[S3Client, RetryPolicy, threading.Event, ListCall | None], Pages]
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,12 @@ class Feed:
     operation: str = "ListObjectsV2"
 
 
-def listing(bucket: str, prefix: str, call: Callable[..., Mapping[str, Any]] | None = None) -> Feed:
-    """ListObjectsV2 pages of the prefix, two ahead in a thread (`s3/listing.py`); `call`
-    sends them in botocore's place (`direct_listing.py`)."""
+def listing(bucket: str, prefix: str) -> Feed:
+    """ListObjectsV2 pages of the prefix, two ahead in a thread (`s3/listing.py`)."""
 
-    def pages(client: S3Client, retry: RetryPolicy, stop: threading.Event) -> Pages:
+    def pages(
+        client: S3Client, retry: RetryPolicy, stop: threading.Event, call: ListCall | None
+    ) -> Pages:
         return prefetch(list_pages(client, bucket, prefix, retry, call=call), stop)
 
     return Feed(pages)

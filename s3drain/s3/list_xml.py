@@ -4,8 +4,9 @@ where) the listing goes on.
 
 botocore walks its service model for every element of the answer: 22.9 ms of CPU per page
 of 1,000 keys, about 5 % of what draining those keys costs in all. Sent directly and read here
-(the standard library's C parser, one pass over the entries), the page costs 6.4 ms. Keys come URL-encoded when the answer says so
-(`encoding-type=url`, asked for as botocore asks), and are decoded as botocore decodes them.
+(the standard library's C parser, one pass over the entries), the page costs 6.4 ms. Keys
+come URL-encoded when the answer says so (`encoding-type=url`, asked for as botocore asks),
+and are decoded as botocore decodes them.
 """
 
 from __future__ import annotations

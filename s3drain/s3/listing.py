@@ -20,6 +20,9 @@ from s3drain.s3.retry import RetryPolicy
 
 PAGE_SIZE = 1000
 
+# What sends one ListObjectsV2 (`client.list_objects_v2`'s parameters, botocore's answer).
+ListCall = Callable[..., Mapping[str, Any]]
+
 
 def _record(entry: Mapping[str, Any], version_id: str | None = None) -> ObjectRecord:
     return ObjectRecord(
@@ -39,7 +42,7 @@ def list_pages(
     retry: RetryPolicy,
     *,
     page_size: int = PAGE_SIZE,
-    call: Callable[..., Mapping[str, Any]] | None = None,
+    call: ListCall | None = None,
 ) -> Iterator[list[ObjectRecord]]:
     """`call`: what sends each ListObjectsV2 in place of `client.list_objects_v2`, with its
     parameters and botocore's answer (the run's direct requests, `drain/direct_listing.py`)."""

@@ -34,7 +34,7 @@ from s3drain.events.tracker import ObjectRef
 from s3drain.events.tracker import Outcome as Verdict
 from s3drain.records import UNKNOWN_TIME, ObjectRecord, Outcome, Status
 from s3drain.s3.client import S3Client
-from s3drain.s3.listing import list_pages
+from s3drain.s3.listing import ListCall, list_pages
 from s3drain.s3.retry import RetryPolicy
 from s3drain.watch.stats import Source, WatchStats
 
@@ -112,7 +112,9 @@ class EventFeed:
 
     # --- pages (the pipeline's main thread)
 
-    def _pages(self, client: S3Client, retry: RetryPolicy, stop: threading.Event) -> Pages:
+    def _pages(
+        self, client: S3Client, retry: RetryPolicy, stop: threading.Event, call: ListCall | None
+    ) -> Pages:
         # Started here, after the run's checks: a wrong bucket or a held lock takes no message.
         self._stop = stop
         self._inbox = inbox = self._make_inbox()
@@ -120,7 +122,7 @@ class EventFeed:
         next_pass = self._clock() if self._reconcile > 0 else float("inf")
         while not stop.is_set():
             if self._clock() >= next_pass:
-                yield from self._listing_pass(client, retry, inbox, stop)
+                yield from self._listing_pass(client, retry, inbox, stop, call)
                 self._stats.reconciled()
                 next_pass = float("inf") if self._once else self._clock() + self._reconcile
                 continue
@@ -131,9 +133,14 @@ class EventFeed:
                 return
 
     def _listing_pass(
-        self, client: S3Client, retry: RetryPolicy, inbox: Inbox, stop: threading.Event
+        self,
+        client: S3Client,
+        retry: RetryPolicy,
+        inbox: Inbox,
+        stop: threading.Event,
+        call: ListCall | None,
     ) -> Pages:
-        for listed in list_pages(client, self._bucket, self._prefix, retry):
+        for listed in list_pages(client, self._bucket, self._prefix, retry, call=call):
             with self._lock:
                 page = [r for r in listed if self._take(r.key, r.etag, "reconcile", None)]
             for _ in page:
