@@ -90,6 +90,17 @@ def test_the_form_is_learned_only_where_botocore_is_reproduced(
     wrong = Credentials("testing", "another secret")
     assert delete_form(client, BUCKET, conn, wrong) is None  # another signature
     assert delete_form(client, "other-bucket", conn, target.credentials()) is None  # another URL
+    real = delete_form_module._dry_delete
+
+    def with_extra_header(*args: Any) -> Any:
+        seen = real(*args)
+        assert seen is not None
+        url, headers, body = seen
+        return url, {**headers, "content-md5": "unsigned, and not sent directly"}, body
+
+    monkeypatch.setattr(delete_form_module, "_dry_delete", with_extra_header)
+    assert delete_form(client, BUCKET, conn, target.credentials()) is None  # another header
+    monkeypatch.setattr(delete_form_module, "_dry_delete", real)
     monkeypatch.setattr(delete_form_module, "delete_body", lambda *_, **__: b"<Delete/>")
     assert delete_form(client, BUCKET, conn, target.credentials()) is None  # another body
 

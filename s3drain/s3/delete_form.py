@@ -35,6 +35,11 @@ _PROBE: tuple[dict[str, str], ...] = (
 )
 # Headers the signer adds itself: botocore signs them too.
 _OWN = frozenset({"host", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"})
+# Headers of botocore's that say nothing to S3 about the request (or that the direct request
+# sends its own way): any other it sends must be one the direct request sends too.
+_BOTOCORES_OWN = frozenset(
+    {"user-agent", "amz-sdk-invocation-id", "amz-sdk-request", "content-length", "authorization"}
+)
 
 
 def _crc32(body: bytes) -> str:
@@ -99,6 +104,8 @@ def _learn(
     ours = form.headers(body)
     if any(headers.get(name) != value for name, value in ours.items()):
         return None
+    if set(headers) - _BOTOCORES_OWN - _OWN - set(ours):
+        return None  # a header the direct request would leave out, signed or not
     try:
         now = calendar.timegm(time.strptime(headers.get("x-amz-date", ""), "%Y%m%dT%H%M%SZ"))
     except ValueError:
