@@ -16,12 +16,13 @@ from s3drain.drain.direct_listing import DirectListing, UnreadableListing
 from s3drain.drain.direct_switch import DirectSwitch
 from s3drain.s3.client import RequestCounter, make_client, parse_timestamp
 from s3drain.s3.direct import Endpoint, HttpFailure
-from s3drain.s3.direct_target import DirectTarget
+from s3drain.s3.direct_target import DirectTarget, direct_target
 from s3drain.s3.list_xml import parse_list_objects_v2
 from s3drain.s3.listing import list_pages
 from s3drain.s3.retry import RetryPolicy
 from s3drain.s3.xml_answer import UnreadableAnswer
 from tests import test_direct
+from tests.support.endpoints import S3Endpoint
 from tests.support.proxy import FaultProxy
 from tests.support.server import S3Client
 from tests.test_direct import BUCKET, HOSTILE_KEYS, _settings
@@ -29,8 +30,17 @@ from tests.test_direct import BUCKET, HOSTILE_KEYS, _settings
 target = test_direct.target  # the fixture: the direct target learned for BUCKET on moto
 
 LISTED = ("Key", "Size", "ETag", "LastModified", "StorageClass")
-# Keys only the URL encoding of the answer carries safely (XML 1.0 cannot hold most of them).
-CONTROL_KEYS = ["tab\there", "bell\x07.csv", "x\x01y", "plus+and space", "%41", "&lt;&amp;<b>"]
+# Keys only the URL encoding of the answer carries safely (XML 1.0 cannot hold most of them, and
+# a parser turns a bare CR into LF).
+CONTROL_KEYS = [
+    "cr\rkey",
+    "tab\there",
+    "bell\x07.csv",
+    "x\x01y",
+    "plus+and space",
+    "%41",
+    "&lt;&amp;<b>",
+]
 
 
 def _lister(
@@ -52,14 +62,21 @@ def _botocore_page(page: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_pages_are_botocores_for_hostile_keys_across_continuations(
-    target: DirectTarget, s3: S3Client, s3_url: str
+    s3_endpoint: S3Endpoint,
 ) -> None:
-    keys = sorted(f"p/{k}" for k in HOSTILE_KEYS + CONTROL_KEYS)
+    s3 = s3_endpoint.client()
+    s3.create_bucket(Bucket=BUCKET)
+    # moto's HTTP server answers 404 to a key with a line feed in it: it cannot store one.
+    breaks = ["new\nline", "both\r\nends"] if s3_endpoint.name == "localstack" else []
+    keys = sorted(f"p/{k}" for k in HOSTILE_KEYS + CONTROL_KEYS + breaks)
     for n, key in enumerate(keys):
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"x" * n)
-    botocore = make_client(_settings(s3_url))
+    url = s3_endpoint.url
+    learned = direct_target(make_client(_settings(url)), BUCKET, _settings(url))
+    assert learned is not None
+    botocore = make_client(_settings(url))
     counter = RequestCounter()
-    direct = _lister(target, s3_url, counter=counter)
+    direct = _lister(learned, url, counter=counter)
     params: dict[str, Any] = {"Bucket": BUCKET, "Prefix": "p/", "MaxKeys": 4}
     seen: list[str] = []
     while True:
@@ -71,8 +88,16 @@ def test_pages_are_botocores_for_hostile_keys_across_continuations(
         if not ours["IsTruncated"]:
             break
         params["ContinuationToken"] = ours["NextContinuationToken"]
-    assert seen == keys
-    assert counter.snapshot().get("ListObjectsV2") == -(-len(keys) // 4)
+    pages = -(-len(seen) // 4)
+    assert counter.snapshot().get("ListObjectsV2") == pages
+    if s3_endpoint.name == "localstack":
+        # LocalStack's continuation token skips the key after `~tilde...` (a non-ASCII one): its
+        # own paged listing, through botocore, misses it just the same (checked page by page
+        # above). Its unpaged listing has it.
+        assert set(keys) - set(seen) <= {"p/ünïcödé/日本語/файл.bin"}
+        assert seen == sorted(seen, key=lambda k: k.encode())
+    else:
+        assert seen == keys
 
 
 def test_list_pages_through_the_direct_call_gives_every_record(
